@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,18 +31,26 @@ def count_active(masks: Sequence[Tensor]) -> int:
     return int(sum(int(m.count_nonzero()) for m in masks))
 
 
+def _kth_smallest(values: Tensor, k: int) -> Tensor:
+    """The k-th smallest value (1-based) of a 1-D tensor."""
+    if values.device.type == "cpu":
+        # numpy's introselect is ~2.5x faster than torch.kthvalue on CPU for 10^7 entries
+        return torch.as_tensor(np.partition(values.numpy(), k - 1)[k - 1])
+    return torch.kthvalue(values, k).values
+
+
 def smallest_k(values: Tensor, k: int) -> Tensor:
     """Boolean mask of exactly ``k`` smallest entries of a 1-D tensor.
 
     Ties at the threshold are broken by position (lower index first), so the
-    result is deterministic and independent of the sort algorithm.
+    result is deterministic and independent of the selection algorithm.
     """
     n = values.numel()
     if k <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
     if k >= n:
         return torch.ones_like(values, dtype=torch.bool)
-    threshold = torch.kthvalue(values, k).values
+    threshold = _kth_smallest(values, k)
     selected = values < threshold
     missing = k - int(selected.count_nonzero())
     if missing > 0:
@@ -50,8 +59,18 @@ def smallest_k(values: Tensor, k: int) -> Tensor:
     return selected
 
 
+def _smallest_positions(positions: Tensor, key: Tensor, k: int) -> Tensor:
+    """The ``k`` entries of ``positions`` (ascending flat indices) with the smallest ``key[positions]``.
+
+    Returns ascending flat indices; ties go to the lower flat index.
+    """
+    chosen = smallest_k(key[positions], k)
+    return positions[chosen]
+
+
 def _flat_abs(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.cat([t.detach().reshape(-1).abs().float() for t in tensors])
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    return flat.abs_()
 
 
 def _resolve_method(method: str) -> str:
@@ -136,24 +155,25 @@ def prune_step(
         return [m.clone() for m in masks]
 
     active = torch.cat([m.reshape(-1) for m in masks])
-    n_active = int(active.count_nonzero())
+    positions = torch.nonzero(active).squeeze(1)  # ascending flat indices of active entries
+    n_active = positions.numel()
     if n_prune > n_active:
         raise ValueError(f"cannot prune N_p={n_prune} entries: only N={n_active} are active")
 
     magnitude = _flat_abs(weights)
-    inf = torch.tensor(float("inf"), device=magnitude.device)
     if method == "gmp":
-        pruned = smallest_k(torch.where(active, magnitude, inf), n_prune)
+        pruned = _smallest_positions(positions, magnitude, n_prune)
     else:
         gradient = _flat_abs(grads)
-        if not bool(torch.isfinite(gradient[active]).all()):
+        if not bool(torch.isfinite(gradient).logical_or_(~active).all()):
             raise ValueError("gradients contain inf/NaN at active entries: skip pruning on overflowed steps")
         first, second = (gradient, magnitude) if method.startswith(("fggp", "gradient")) else (magnitude, gradient)
         n_candidates = _candidate_count(method, n_active, n_prune, rate, anneal)
-        candidates = smallest_k(torch.where(active, first, inf), n_candidates)
-        pruned = smallest_k(torch.where(candidates, second, inf), n_prune)
+        candidates = _smallest_positions(positions, first, n_candidates)
+        pruned = _smallest_positions(candidates, second, n_prune)
 
-    keep = active & ~pruned
+    keep = active.clone()
+    keep[pruned] = False
     out, offset = [], 0
     for m in masks:
         n = m.numel()
