@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Train a timm backbone while FGGP (or a baseline) prunes it, then export and publish it.
+
+    accelerate launch recipes/prune.py --recipe recipes/vgg19_cifar10_s95.yaml
+    python recipes/prune.py                                   # the quick CPU recipe
+    python recipes/prune.py --recipe recipes/quick_cpu.yaml --train.epochs 2 --pruning.method gmp
+    python recipes/prune.py --recipe ... --resume auto        # continue the newest checkpoint
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/prune.py ...
+
+Every recipe key can be overridden as ``--section.key VALUE``. Read top to bottom:
+configuration, data, model, optimizer, pruner, training loop, evaluation, export.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+import fggp_hub
+from fggp_hub.data import TrainLoader, augment_batch, load_image_dataset, normalize_batch
+from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
+from fggp_hub.recipes import RecipeError, load_recipe, recipe_to_dict
+
+QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
+
+
+class RunState:
+    """Progress that is not in the model, optimizer or pruner: resumable with them."""
+
+    def __init__(self) -> None:
+        self.epoch = 0  # completed epochs
+        self.best_top1_after_pruning = None
+        self.history: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "best": self.best_top1_after_pruning, "history": json.dumps(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.best_top1_after_pruning = state["best"]
+        self.history = json.loads(state["history"])
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
+    """``--recipe PATH`` plus shortcuts (--resume, --init-from, --push-to) and dotted overrides."""
+    recipe = QUICK_RECIPE
+    overrides: list[str] = []
+    shortcuts = {"--resume": "--resume", "--init-from": "--init_from", "--push-to": "--export.push_to", "--output-dir": "--output_dir"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, value = arg.partition("=")
+        if key in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        if key in ("--recipe", "-c", "--config"):
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            recipe = Path(value)
+        elif key in shortcuts:
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            overrides += [shortcuts[key], value]
+        else:
+            overrides.append(arg)
+        i += 1
+    return recipe, overrides
+
+
+def evaluate(model, loader, accelerator, mean, std, channels_last: bool) -> dict:
+    """Top-1 / loss on exactly the test set: gather_for_metrics drops the distributed padding."""
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    with torch.no_grad():
+        for images, labels in loader:
+            x = normalize_batch(images, mean, std, channels_last=channels_last)
+            logits = model(x)
+            logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(1) == labels).sum())
+            total += labels.numel()
+    model.train()
+    return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "num_images": total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    recipe_path, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_recipe(recipe_path, overrides)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_dir = Path(cfg.output_dir)
+
+    # ------------------------------------------------------------ accelerator
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=cfg.tracker,
+        project_config=ProjectConfiguration(
+            project_dir=str(out_dir), logging_dir=str(out_dir / "logs"), automatic_checkpoint_naming=True, total_limit=2
+        ),
+    )
+    expected = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != expected:
+        raise SystemExit(
+            f"error: the launcher asked for {expected} processes but accelerate runs {accelerator.num_processes}: "
+            "on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N"
+        )
+    set_seed(cfg.seed)
+    main_process = accelerator.is_main_process
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "recipe.resolved.yaml").write_text(_yaml(recipe_to_dict(cfg)))
+
+    # ------------------------------------------------------------------ data
+    train = load_image_dataset(cfg.data.dataset, split=cfg.data.train_split, limit=cfg.data.train_subset,
+                               image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
+    test = load_image_dataset(cfg.data.dataset, split=cfg.data.test_split, limit=cfg.data.test_subset,
+                              image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
+    num_classes = cfg.num_classes or len(train.classes)
+    per_process_batch = cfg.train.batch_size // (accelerator.num_processes * cfg.train.gradient_accumulation_steps)
+    if per_process_batch * accelerator.num_processes * cfg.train.gradient_accumulation_steps != cfg.train.batch_size:
+        raise SystemExit(f"error: train.batch_size={cfg.train.batch_size} does not split over "
+                         f"{accelerator.num_processes} processes x {cfg.train.gradient_accumulation_steps} accumulation steps")
+    loader = TrainLoader(train.images, train.labels, batch_size=per_process_batch, seed=cfg.seed,
+                         rank=accelerator.process_index, world_size=accelerator.num_processes, drop_last=True,
+                         device=accelerator.device)
+    micro_per_epoch = len(loader)
+    steps_per_epoch = micro_per_epoch // cfg.train.gradient_accumulation_steps
+    total_steps = steps_per_epoch * cfg.train.epochs
+    test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels), batch_size=256)
+
+    # ----------------------------------------------------------------- model
+    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
+    mean = model.pretrained_cfg.get("mean", train.mean)
+    std = model.pretrained_cfg.get("std", train.std)
+    if cfg.init_from:  # sparse fine-tuning: start from a published checkpoint, its zeros are the mask
+        source = fggp_hub.load(cfg.init_from)
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith(_classifier(source))}
+        missing = model.load_state_dict(state, strict=False)
+        accelerator.print(f"init-from {cfg.init_from}: loaded {len(state)} tensors, fresh: {missing.missing_keys}")
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
+    milestones = [m * steps_per_epoch for m in cfg.train.lr_milestones]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cfg.train.lr_gamma ** sum(step >= m for m in milestones))
+    model, optimizer, test_loader = accelerator.prepare(model, optimizer, test_loader)
+
+    # ---------------------------------------------------------------- pruner
+    p = cfg.pruning
+    if cfg.init_from or p.method == "none":
+        schedule = None
+        pruner = Pruner(model, optimizer, include_first_conv=p.include_first_conv)  # masks fixed
+    else:
+        schedule = CubicSchedule(total_steps=total_steps, final_density=1 - p.final_sparsity,
+                                 initial_density=1 - p.initial_sparsity, interval=p.interval, end_fraction=p.end_fraction)
+        pruner = Pruner(model, optimizer, schedule=schedule, method=p.method, rate=p.rate,
+                        anneal_initial=p.anneal_initial, anneal_final=p.anneal_final,
+                        include_first_conv=p.include_first_conv, seed=cfg.seed, check_sync=p.check_sync)
+    run = RunState()
+    accelerator.register_for_checkpointing(scheduler, pruner, run)
+
+    if cfg.resume:
+        checkpoint = _find_checkpoint(out_dir, cfg.resume)
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} at optimizer step {pruner.step}")
+    if cfg.tracker:
+        accelerator.init_trackers("fggp", config=_flat(recipe_to_dict(cfg)))
+
+    # -------------------------------------------------------------- training
+    start_epoch = pruner.step // steps_per_epoch
+    skip = (pruner.step % steps_per_epoch) * cfg.train.gradient_accumulation_steps
+    max_steps = cfg.train.max_steps or total_steps
+    bar = tqdm(total=min(max_steps, total_steps), initial=pruner.step, disable=not main_process, desc="train", unit="step")
+    t_fin = schedule.t_fin if schedule else 0
+    started = time.perf_counter()
+    last = {}
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            model.train()
+            for i, (images, labels) in enumerate(loader.epoch(epoch, skip=skip if epoch == start_epoch else 0)):
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + i)
+                x = augment_batch(images, mean, std, generator=gen, channels_last=cfg.train.channels_last) \
+                    if cfg.data.augment else normalize_batch(images, mean, std, channels_last=cfg.train.channels_last)
+                with accelerator.accumulate(model):
+                    loss = F.cross_entropy(model(x), labels, label_smoothing=cfg.train.label_smoothing)
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    bar.update(1)
+                    if pruner.step % cfg.train.log_every == 0 or pruner.step == t_fin:
+                        last = {"train/loss": float(loss), "train/lr": scheduler.get_last_lr()[0],
+                                "sparsity/target": pruner.target_sparsity, "sparsity/actual": pruner.sparsity}
+                        accelerator.log(last, step=pruner.step)
+                        bar.set_postfix(loss=f"{float(loss):.3f}", sparsity=f"{pruner.sparsity:.4f}")
+                    if pruner.step >= max_steps:
+                        break
+            run.epoch = epoch + 1
+            done = pruner.step >= max_steps
+            if run.epoch % cfg.train.eval_every == 0 or run.epoch == cfg.train.epochs or done:
+                metrics = evaluate(model, test_loader, accelerator, mean, std, cfg.train.channels_last)
+                record = {"epoch": run.epoch, "step": pruner.step, "sparsity": pruner.sparsity, **metrics}
+                run.history.append(record)
+                if pruner.step >= t_fin and (run.best_top1_after_pruning is None or metrics["top1"] > run.best_top1_after_pruning):
+                    run.best_top1_after_pruning = metrics["top1"]
+                accelerator.log({"test/top1": metrics["top1"], "test/loss": metrics["loss"]}, step=pruner.step)
+                accelerator.print(f"epoch {run.epoch}: test top1 {metrics['top1']:.2f}% sparsity {pruner.sparsity:.4f}")
+            if cfg.train.checkpoint_every and run.epoch % cfg.train.checkpoint_every == 0:
+                accelerator.save_state()
+            if done:
+                break
+    except KeyboardInterrupt:
+        accelerator.save_state()
+        accelerator.print(f"\ninterrupted at step {pruner.step}: resume with --resume auto --output-dir {out_dir}")
+        return 130
+    finally:
+        bar.close()
+    wall = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------ evaluation
+    final = run.history[-1] if run.history else evaluate(model, test_loader, accelerator, mean, std, cfg.train.channels_last)
+    stats = sparsity_stats(accelerator.unwrap_model(model), include_first_conv=p.include_first_conv)
+    results = {
+        "top1": final["top1"],
+        "loss": final["loss"],
+        "num_images": final["num_images"],
+        "best_top1_after_pruning": run.best_top1_after_pruning,
+        "sparsity": stats["sparsity"],
+        "sparsity_all_params": stats["sparsity_all_params"],
+        "optimizer_steps": pruner.step,
+        "epochs": run.epoch,
+        "train_wall_s": wall,
+        "processes": accelerator.num_processes,
+        "mask_sha256": pruner.mask_fingerprint(),
+        "dataset": cfg.data.dataset,
+        "split": cfg.data.test_split,
+    }
+    accelerator.end_training()
+    if not main_process:
+        return 0
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\ndone in {wall / 60:.1f} min: test top1 {results['top1']:.2f}% "
+          f"(best after pruning {results['best_top1_after_pruning']}) at sparsity {results['sparsity']:.4f}")
+
+    # ---------------------------------------------------------------- export
+    if not cfg.export.enabled:
+        return 0
+    name = cfg.export.name or _default_name(cfg)
+    command = "accelerate launch recipes/prune.py " + shlex.join(
+        ["--recipe", str(recipe_path)] + [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--recipe", str(recipe_path))])
+    folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
+                             recipe=recipe_to_dict(cfg), results=results, dataset=train.label,
+                             dense_top1=cfg.export.dense_baseline_top1, schedule=schedule, command=command, name=name)
+    repo_id = cfg.export.push_to or f"local/{name}"
+    revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
+    print(f"exported {folder}\npublished {repo_id}@{revision[:12]} to the {'given' if cfg.export.hub else 'local'} hub\n")
+    print("load it with:")
+    print(f"    python -c \"import fggp_hub; m = fggp_hub.load('{repo_id}'); print(m)\"")
+    print(f"    fggp-hub eval {repo_id}")
+    return 0
+
+
+def _classifier(model) -> str:
+    return model.pretrained_cfg.get("classifier", "fc") + "."
+
+
+def _default_name(cfg) -> str:
+    arch = cfg.model.replace("fggp_", "").replace("_bn_cifar", "").replace("_cifar", "")
+    dataset = "cifar10" if cfg.data.dataset in ("cifar10", "uoft-cs/cifar10") or "cifar10" in cfg.data.dataset else "custom"
+    sparsity = round(cfg.pruning.final_sparsity * 100)
+    suffix = "" if cfg.pruning.method == "fggp" else f"-{cfg.pruning.method.replace('_', '-')}"
+    if cfg.pruning.initial_sparsity > 0:
+        suffix += "-erk"
+    return f"{arch}-{dataset}-s{sparsity}{suffix}"
+
+
+def _find_checkpoint(out_dir: Path, resume: str) -> Path:
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_dir():
+            raise SystemExit(f"error: checkpoint folder {path} not found")
+        return path
+    found = sorted((out_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    if not found:
+        raise SystemExit(f"error: no checkpoint under {out_dir / 'checkpoints'} to resume: run without --resume")
+    return found[-1]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+        else:
+            out[f"{prefix}{k}"] = str(v)
+    return out
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
