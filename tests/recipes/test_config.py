@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from fggp_hub.recipes import RecipeError, load_recipe, parse_overrides
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def test_every_shipped_recipe_loads_and_follows_the_protocol():
+    paper = sorted(RECIPES.glob("*_cifar10_s*.yaml"))
+    assert len(paper) == 12
+    for path in paper:
+        r = load_recipe(path)
+        assert r.train.epochs == 160 and r.train.batch_size == 64 and r.train.lr == 0.1
+        assert r.train.lr_milestones == [80, 120] and r.train.label_smoothing == 0.1
+        assert r.train.nesterov and r.train.weight_decay == 5e-4
+        assert r.pruning.interval == 2000 and r.pruning.end_fraction == 0.8 and r.pruning.rate == 0.5
+        assert r.pruning.method == "fggp"
+        assert r.pruning.initial_sparsity == (0.5 if path.stem.endswith("_erk") else 0.0)
+        assert r.pruning.final_sparsity == int(path.stem.split("_s")[1][:2]) / 100
+    quick = load_recipe(RECIPES / "quick_cpu.yaml")
+    assert quick.model == "fggp_resnet20_cifar" and quick.data.train_subset
+
+
+def test_overrides_win_and_are_typed():
+    r = load_recipe(RECIPES / "vgg19_cifar10_s95.yaml", ["--pruning.method", "gmp", "--train.epochs=3", "--train.lr", "1"])
+    assert r.pruning.method == "gmp" and r.train.epochs == 3 and r.train.lr == 1.0
+    assert r.pruning.final_sparsity == 0.95  # untouched keys keep the file's values
+    assert parse_overrides(["--a.b-c", "[1, 2]", "--x=null"]) == {"a": {"b_c": [1, 2]}, "x": None}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--train.epoch", "2"], r"unknown recipe key 'train.epoch' \(did you mean train.epochs\?\)"),
+        (["--train.epochs", "two"], r"train.epochs: expected an integer"),
+        (["--pruning.method", "magnitude"], r"pruning.method: 'magnitude' is not one of"),
+        (["--pruning.final_sparsity", "1.5"], r"pruning.final_sparsity: must be in \(0, 1\)"),
+        (["--train.nesterov", "3"], r"train.nesterov: expected true or false"),
+        (["--train", "5"], r"train: expected a mapping"),
+        (["--train.epochs"], r"--train.epochs needs a value"),
+        (["stray"], r"expected an override like"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, overrides)
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(RecipeError, match="must hold a mapping"):
+        load_recipe(listy)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("pruning:\n  final_sparsty: 0.9\n")
+    with pytest.raises(RecipeError, match="pruning.final_sparsty.*did you mean pruning.final_sparsity"):
+        load_recipe(typo)
