@@ -13,9 +13,9 @@ configuration, data, model, optimizer, pruner, training loop, evaluation, export
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,8 +28,9 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import fggp_hub
-from fggp_hub.data import TrainLoader, augment_batch, load_image_dataset, normalize_batch
+from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make_loader
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
+from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, load_recipe, recipe_to_dict
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
@@ -80,21 +81,44 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     return recipe, overrides
 
 
-def evaluate(model, loader, accelerator, mean, std, channels_last: bool) -> dict:
+def evaluate(model, loader, accelerator, normalize) -> dict:
     """Top-1 / loss on exactly the test set: gather_for_metrics drops the distributed padding."""
     model.eval()
     correct = total = 0
     loss_sum = 0.0
     with torch.no_grad():
         for images, labels in loader:
-            x = normalize_batch(images, mean, std, channels_last=channels_last)
-            logits = model(x)
+            logits = model(normalize(images))
             logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(1) == labels).sum())
             total += labels.numel()
     model.train()
     return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "num_images": total}
+
+
+class _StopRequest:
+    """Ctrl-C sets a flag; the loop stops at the next optimizer-step boundary and checkpoints."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopRequest":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,27 +152,39 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "recipe.resolved.yaml").write_text(_yaml(recipe_to_dict(cfg)))
 
     # ------------------------------------------------------------------ data
-    train = load_image_dataset(cfg.data.dataset, split=cfg.data.train_split, limit=cfg.data.train_subset,
-                               image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
-    test = load_image_dataset(cfg.data.dataset, split=cfg.data.test_split, limit=cfg.data.test_subset,
-                              image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
-    num_classes = cfg.num_classes or len(train.classes)
-    per_process_batch = cfg.train.batch_size // (accelerator.num_processes * cfg.train.gradient_accumulation_steps)
-    if per_process_batch * accelerator.num_processes * cfg.train.gradient_accumulation_steps != cfg.train.batch_size:
-        raise SystemExit(f"error: train.batch_size={cfg.train.batch_size} does not split over "
-                         f"{accelerator.num_processes} processes x {cfg.train.gradient_accumulation_steps} accumulation steps")
-    loader = TrainLoader(train.images, train.labels, batch_size=per_process_batch, seed=cfg.seed,
-                         rank=accelerator.process_index, world_size=accelerator.num_processes, drop_last=True,
-                         device=accelerator.device)
-    micro_per_epoch = len(loader)
-    steps_per_epoch = micro_per_epoch // cfg.train.gradient_accumulation_steps
-    total_steps = steps_per_epoch * cfg.train.epochs
-    test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels), batch_size=256)
+    source = cfg.data.dataset
+    data_kwargs = dict(image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
+    with accelerator.main_process_first():  # one process decodes and fills the cache
+        if source == "cifar10":
+            train = load_cifar10(cfg.data.train_split, **data_kwargs)
+            test = load_cifar10(cfg.data.test_split, **data_kwargs)
+        else:
+            train = load_image_dataset(source, cfg.data.train_split, **data_kwargs)
+            test = load_image_dataset(source, cfg.data.test_split, **data_kwargs)
+    if cfg.data.train_subset:
+        train = train.subset(slice(0, cfg.data.train_subset))
+    if cfg.data.test_subset:
+        test = test.subset(slice(0, cfg.data.test_subset))
+    num_classes = cfg.num_classes or train.num_classes
+    processes, accumulation = accelerator.num_processes, cfg.train.gradient_accumulation_steps
+    per_process_batch = cfg.train.batch_size // (processes * accumulation)
+    if per_process_batch * processes * accumulation != cfg.train.batch_size:
+        raise SystemExit(f"error: train.batch_size={cfg.train.batch_size} does not split evenly over "
+                         f"{processes} processes x {accumulation} accumulation steps")
 
     # ----------------------------------------------------------------- model
     model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
-    mean = model.pretrained_cfg.get("mean", train.mean)
-    std = model.pretrained_cfg.get("std", train.std)
+    mean = tuple(model.pretrained_cfg.get("mean", CIFAR10_MEAN))
+    std = tuple(model.pretrained_cfg.get("std", CIFAR10_STD))
+    loader = make_loader(train, per_process_batch, train=cfg.data.augment, device=accelerator.device, seed=cfg.seed,
+                         drop_last=True, rank=accelerator.process_index, world_size=processes,
+                         channels_last=cfg.train.channels_last, mean=mean, std=std)
+    steps_per_epoch = len(loader) // accumulation
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if steps_per_epoch < 1:
+        raise SystemExit(f"error: {len(train)} training images make no full batch of {cfg.train.batch_size}")
+    test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels), batch_size=256)
+    normalize = BatchNormalize(mean, std, channels_last=cfg.train.channels_last).to(accelerator.device)
     if cfg.init_from:  # sparse fine-tuning: start from a published checkpoint, its zeros are the mask
         source = fggp_hub.load(cfg.init_from)
         state = {k: v for k, v in source.state_dict().items() if not k.startswith(_classifier(source))}
@@ -180,65 +216,70 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.resume:
         checkpoint = _find_checkpoint(out_dir, cfg.resume)
         accelerator.load_state(str(checkpoint))
+        if checkpoint.name.startswith("checkpoint_"):  # keep accelerate's automatic numbering going
+            accelerator.project_configuration.iteration = int(checkpoint.name.split("_")[-1]) + 1
         accelerator.print(f"resumed from {checkpoint} at optimizer step {pruner.step}")
     if cfg.tracker:
         accelerator.init_trackers("fggp", config=_flat(recipe_to_dict(cfg)))
 
     # -------------------------------------------------------------- training
+    # Where to start: optimizer steps done (from the pruner) give the epoch and the batch.
     start_epoch = pruner.step // steps_per_epoch
-    skip = (pruner.step % steps_per_epoch) * cfg.train.gradient_accumulation_steps
-    max_steps = cfg.train.max_steps or total_steps
-    bar = tqdm(total=min(max_steps, total_steps), initial=pruner.step, disable=not main_process, desc="train", unit="step")
+    skip = (pruner.step % steps_per_epoch) * accumulation
+    max_steps = min(cfg.train.max_steps or total_steps, total_steps)
+    bar = tqdm(total=max_steps, initial=pruner.step, disable=not main_process, desc="train", unit="step")
     t_fin = schedule.t_fin if schedule else 0
     started = time.perf_counter()
-    last = {}
-    try:
+    with _StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
+            if pruner.step >= max_steps:
+                break
             model.train()
-            for i, (images, labels) in enumerate(loader.epoch(epoch, skip=skip if epoch == start_epoch else 0)):
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + i)
-                x = augment_batch(images, mean, std, generator=gen, channels_last=cfg.train.channels_last) \
-                    if cfg.data.augment else normalize_batch(images, mean, std, channels_last=cfg.train.channels_last)
+            loader.set_epoch(epoch)
+            batches = loader.skip_first_batches(skip) if epoch == start_epoch and skip else loader
+            for images, labels in batches:
                 with accelerator.accumulate(model):
-                    loss = F.cross_entropy(model(x), labels, label_smoothing=cfg.train.label_smoothing)
+                    loss = F.cross_entropy(model(images), labels, label_smoothing=cfg.train.label_smoothing)
                     accelerator.backward(loss)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                if accelerator.sync_gradients:
-                    bar.update(1)
-                    if pruner.step % cfg.train.log_every == 0 or pruner.step == t_fin:
-                        last = {"train/loss": float(loss), "train/lr": scheduler.get_last_lr()[0],
-                                "sparsity/target": pruner.target_sparsity, "sparsity/actual": pruner.sparsity}
-                        accelerator.log(last, step=pruner.step)
-                        bar.set_postfix(loss=f"{float(loss):.3f}", sparsity=f"{pruner.sparsity:.4f}")
-                    if pruner.step >= max_steps:
-                        break
-            run.epoch = epoch + 1
-            done = pruner.step >= max_steps
-            if run.epoch % cfg.train.eval_every == 0 or run.epoch == cfg.train.epochs or done:
-                metrics = evaluate(model, test_loader, accelerator, mean, std, cfg.train.channels_last)
-                record = {"epoch": run.epoch, "step": pruner.step, "sparsity": pruner.sparsity, **metrics}
-                run.history.append(record)
-                if pruner.step >= t_fin and (run.best_top1_after_pruning is None or metrics["top1"] > run.best_top1_after_pruning):
+                if not accelerator.sync_gradients:
+                    continue
+                bar.update(1)
+                if pruner.step % cfg.train.log_every == 0 or pruner.step == t_fin:
+                    accelerator.log({"train/loss": float(loss.detach()), "train/lr": scheduler.get_last_lr()[0],
+                                     "sparsity/target": pruner.target_sparsity, "sparsity/actual": pruner.sparsity},
+                                    step=pruner.step)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", sparsity=f"{pruner.sparsity:.4f}")
+                if _stop_everywhere(accelerator, stop.requested) or pruner.step >= max_steps:
+                    break
+            if stop.requested:
+                accelerator.save_state()
+                bar.close()
+                accelerator.print(f"\ninterrupted at step {pruner.step}: continue with --resume auto "
+                                  f"--output-dir {out_dir}")
+                accelerator.end_training()
+                return 130
+            run.epoch = pruner.step // steps_per_epoch
+            finished = pruner.step >= max_steps
+            if run.epoch % cfg.train.eval_every == 0 or finished:
+                metrics = evaluate(model, test_loader, accelerator, normalize)
+                run.history.append({"epoch": run.epoch, "step": pruner.step, "sparsity": pruner.sparsity, **metrics})
+                if pruner.step >= t_fin and (run.best_top1_after_pruning is None
+                                             or metrics["top1"] > run.best_top1_after_pruning):
                     run.best_top1_after_pruning = metrics["top1"]
                 accelerator.log({"test/top1": metrics["top1"], "test/loss": metrics["loss"]}, step=pruner.step)
-                accelerator.print(f"epoch {run.epoch}: test top1 {metrics['top1']:.2f}% sparsity {pruner.sparsity:.4f}")
-            if cfg.train.checkpoint_every and run.epoch % cfg.train.checkpoint_every == 0:
+                accelerator.print(f"epoch {run.epoch}: test top1 {metrics['top1']:.2f}% "
+                                  f"({metrics['num_images']} images), sparsity {pruner.sparsity:.4f}")
+            if cfg.train.checkpoint_every and (run.epoch % cfg.train.checkpoint_every == 0 or finished):
                 accelerator.save_state()
-            if done:
-                break
-    except KeyboardInterrupt:
-        accelerator.save_state()
-        accelerator.print(f"\ninterrupted at step {pruner.step}: resume with --resume auto --output-dir {out_dir}")
-        return 130
-    finally:
-        bar.close()
+    bar.close()
     wall = time.perf_counter() - started
     accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------ evaluation
-    final = run.history[-1] if run.history else evaluate(model, test_loader, accelerator, mean, std, cfg.train.channels_last)
+    final = run.history[-1] if run.history else evaluate(model, test_loader, accelerator, normalize)
     stats = sparsity_stats(accelerator.unwrap_model(model), include_first_conv=p.include_first_conv)
     results = {
         "top1": final["top1"],
@@ -269,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "accelerate launch recipes/prune.py " + shlex.join(
         ["--recipe", str(recipe_path)] + [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--recipe", str(recipe_path))])
     folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
-                             recipe=recipe_to_dict(cfg), results=results, dataset=train.label,
+                             recipe=recipe_to_dict(cfg), results=results, dataset=_dataset_label(cfg, train),
                              dense_top1=cfg.export.dense_baseline_top1, schedule=schedule, command=command, name=name)
     repo_id = cfg.export.push_to or f"local/{name}"
     revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
@@ -278,6 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    python -c \"import fggp_hub; m = fggp_hub.load('{repo_id}'); print(m)\"")
     print(f"    fggp-hub eval {repo_id}")
     return 0
+
+
+def _stop_everywhere(accelerator, requested: bool) -> bool:
+    """All processes stop at the same step when any one was interrupted."""
+    if accelerator.num_processes == 1:
+        return requested
+    flag = torch.tensor([1.0 if requested else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, "sum").item() > 0)
+
+
+def _dataset_label(cfg, train) -> str:
+    from fggp_hub.constants import CIFAR10_JPEG_LABEL
+
+    source = str(train.source)
+    if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
+        return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded
+    return source
 
 
 def _classifier(model) -> str:
