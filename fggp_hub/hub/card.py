@@ -1,0 +1,264 @@
+"""Model cards (huggingface_hub ``ModelCard`` from a Jinja template) and their PNG plots.
+
+Everything on the card is derived from the export folder's facts: config.json's
+``sparsity`` block, the recipe text and the command. The template is
+``model_cards/template.md`` (overridable with ``$FGGP_HUB_CARD_TEMPLATE`` or the
+``template`` argument). Plots are drawn with matplotlib's object API on an Agg
+canvas, so no global backend is changed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LAYER_PLOT", "SCHEDULE_PLOT", "dataset_hub_id", "plot_layer_sparsity", "plot_schedule", "make_card", "template_path"]
+
+LAYER_PLOT = "sparsity_per_layer.png"
+SCHEDULE_PLOT = "sparsity_schedule.png"
+ENV_TEMPLATE = "FGGP_HUB_CARD_TEMPLATE"
+_REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+
+# Used only when the package is installed without the repository's model_cards/ folder.
+_FALLBACK_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ summary }}
+
+Load: `fggp_hub.load("{{ load_id }}")` or, after `import fggp_hub`,
+`timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)`.
+
+| Layer | Shape | Weights | Sparsity |
+|---|---|---:|---:|
+{% for row in layers %}| `{{ row.name }}` | {{ row.shape }} | {{ row.numel }} | {{ row.sparsity }} |
+{% endfor %}
+"""
+
+CITATION = """@inproceedings{zhu2025fggp,
+  title     = {{FGGP}: Fixed-Rate Gradient-First Gradual Pruning},
+  author    = {Zhu, Lingkai and Bezek, Can Deniz and Goksel, Orcun},
+  booktitle = {Scandinavian Conference on Image Analysis (SCIA)},
+  year      = {2025},
+  note      = {arXiv:2411.05500}
+}"""
+
+_DATASET_IDS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
+
+
+def dataset_hub_id(label: str) -> str:
+    """Hub dataset id for a dataset label (``CIFAR-10 (JPEG-q75 copy)`` -> ``uoft-cs/cifar10``)."""
+    from .zoo import dataset_short_name
+
+    if "/" in label and " " not in label:
+        return label
+    return _DATASET_IDS.get(dataset_short_name(label), dataset_short_name(label))
+
+
+def template_path(template: str | Path | None = None) -> Path | None:
+    """The card template in use: argument, ``$FGGP_HUB_CARD_TEMPLATE``, ``model_cards/template.md``."""
+    for candidate in (template, os.environ.get(ENV_TEMPLATE), _REPO_TEMPLATE):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+# --------------------------------------------------------------------------- plots
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_layer_sparsity(block: Mapping[str, Any], path: str | Path) -> Path:
+    """Horizontal bars: sparsity of each prunable layer, with the global sparsity marked."""
+    layers = block.get("layers") or {}
+    names = list(layers)
+    values = [100.0 * float(layers[n]["sparsity"]) for n in names]
+    fig = _figure(8.0, max(2.5, 0.22 * len(names) + 1.2))
+    ax = fig.add_subplot(1, 1, 1)
+    positions = list(range(len(names)))[::-1]
+    ax.barh(positions, values, color="#4c72b0")
+    ax.set_yticks(positions)
+    ax.set_yticklabels([n.removesuffix(".weight") for n in names], fontsize=7)
+    ax.axvline(100.0 * float(block["sparsity"]), color="#c44e52", linestyle="--", label=f"global {100 * float(block['sparsity']):.2f}%")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("sparsity (%)")
+    ax.set_title("Per-layer sparsity of prunable weights")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return Path(path)
+
+
+def plot_schedule(schedule: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Target sparsity over optimizer steps (cubic schedule) with its pruning steps; None if not plottable."""
+    from ..pruning import CubicSchedule
+
+    fields = set(CubicSchedule.__dataclass_fields__)
+    try:
+        sched = CubicSchedule(**{k: v for k, v in schedule.items() if k in fields})
+    except (TypeError, ValueError):
+        return None
+    total = sched.total_steps
+    steps = sorted(set(range(0, total + 1, max(1, total // 400))) | {total})
+    fig = _figure(7.0, 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, [100 * sched.sparsity(t) for t in steps], color="#4c72b0", label="target sparsity")
+    prune_steps = sched.pruning_steps()
+    ax.scatter(prune_steps, [100 * sched.sparsity(t) for t in prune_steps], s=8, color="#c44e52", label=f"{len(prune_steps)} pruning steps")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("sparsity (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Cubic sparsity schedule")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- card
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+def _display(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Settings for a sentence on the card: floats rounded (0.09999999999999998 -> 0.1)."""
+    if not settings:
+        return None
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in settings.items()}
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def make_card(
+    config: Mapping[str, Any],
+    *,
+    name: str,
+    repo_id: str | None = None,
+    recipe_text: str | None = None,
+    plots: Mapping[str, str] | None = None,
+    template: str | Path | None = None,
+):
+    """A ``huggingface_hub.ModelCard`` for an export folder described by ``config`` (config.json)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from .integrity import COMPACT_WEIGHTS, DENSE_WEIGHTS
+    from .zoo import dataset_short_name, sparsity_tag
+
+    block = config["sparsity"]
+    plots = dict(plots or {})
+    dataset = block.get("dataset") or "unknown"
+    data_id = dataset_hub_id(dataset)
+    results = block.get("results") or {}
+    top1 = results.get("top1")
+    dense = block.get("dense_baseline") or {}
+    method = block.get("method") or "unknown"
+    target = block.get("target_sparsity")
+    sparsity = float(block["sparsity"])
+    repo = repo_id or f"<org>/{name}"
+
+    eval_results = []
+    for key, label in (("top1", "Top-1 accuracy (%)"), ("top5", "Top-5 accuracy (%)")):
+        if isinstance(results.get(key), (int, float)):
+            eval_results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Image Classification",
+                    dataset_type=data_id,
+                    dataset_name=dataset,
+                    dataset_split=str(results.get("split", "test")),
+                    metric_type="accuracy" if key == "top1" else "top_5_accuracy",
+                    metric_value=float(results[key]),
+                    metric_name=label,
+                )
+            )
+    tags = ["pruning", "sparse", "fggp", "timm", "image-classification", dataset_short_name(dataset), f"sparsity-{sparsity_tag(target if target is not None else sparsity)}"]
+    if method not in tags:
+        tags.append(method)
+    card_data = ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-classification",
+        license=(config.get("pretrained_cfg") or {}).get("license") or "apache-2.0",
+        tags=tags,
+        datasets=[data_id],
+        metrics=["accuracy"],
+        model_name=name,
+        eval_results=eval_results or None,
+        sparsity=sparsity,
+        sparsity_all_params=float(block.get("sparsity_all_params", 0.0)),
+        pruning_method=method,
+    )
+
+    files = block.get("files") or {}
+    dense_size = (files.get(DENSE_WEIGHTS) or {}).get("size")
+    compact_size = (files.get(COMPACT_WEIGHTS) or {}).get("size")
+    summary_rows = [
+        ("Top-1 accuracy", f"{dense['top1']:.2f}%" if isinstance(dense.get("top1"), (int, float)) else "n/a", f"{top1:.2f}%" if isinstance(top1, (int, float)) else "n/a"),
+        ("Sparsity (prunable weights)", "0.00%", _pct(sparsity)),
+        ("Sparsity (all parameters)", "0.00%", _pct(block.get("sparsity_all_params"))),
+        ("Non-zero parameters", f"{block.get('total_params', 0):,}", f"{block.get('nonzero_params', 0):,}"),
+        ("Weights on disk", _fmt_bytes(dense_size) + " (model.safetensors)", (_fmt_bytes(compact_size) + " (model.sparse.safetensors)") if compact_size else "n/a"),
+    ]
+    if isinstance(top1, (int, float)) and isinstance(dense.get("top1"), (int, float)):
+        delta = f"{top1 - dense['top1']:+.2f} points of top-1 accuracy against the dense baseline"
+    else:
+        delta = "the dense baseline's accuracy was not recorded"
+    summary = (
+        f"`{config['architecture']}` pruned to {_pct(sparsity)} sparsity (prunable weights) with **{method}** "
+        f"on {dataset}: {delta}."
+    )
+    layers = [
+        {
+            "name": layer_name,
+            "shape": "x".join(str(s) for s in info.get("shape", [])),
+            "numel": f"{int(info.get('numel', 0)):,}",
+            "zeros": f"{int(info.get('zeros', 0)):,}",
+            "sparsity": _pct(info.get("sparsity")),
+        }
+        for layer_name, info in (block.get("layers") or {}).items()
+    ]
+    pruning = {k: v for k, v in (block.get("pruning") or {}).items() if k != "schedule"}
+    kwargs = dict(
+        model_name=name,
+        repo_id=repo,
+        load_id=name if repo_id is None else repo_id,
+        architecture=config["architecture"],
+        num_classes=config.get("num_classes"),
+        summary=summary,
+        summary_rows=summary_rows,
+        dense_known=bool(dense),
+        method=method,
+        dataset=dataset,
+        dataset_id=data_id,
+        sparsity=_pct(sparsity, 4),
+        target_sparsity=_pct(target) if target is not None else None,
+        include_first_conv=bool(block.get("include_first_conv", False)),
+        layers=layers,
+        layer_plot=plots.get("layers"),
+        schedule_plot=plots.get("schedule"),
+        schedule=_display(block.get("schedule")),
+        pruning=_display(pruning),
+        recipe_text=(recipe_text or "").rstrip() or None,
+        command=block.get("command"),
+        results=results,
+        dense_file=DENSE_WEIGHTS,
+        compact_file=COMPACT_WEIGHTS if compact_size else None,
+        compact_format=(files.get(COMPACT_WEIGHTS) or {}).get("format"),
+        citation=CITATION,
+        fggp_hub_version=block.get("fggp_hub_version"),
+    )
+    path = template_path(template)
+    if path is not None:
+        return ModelCard.from_template(card_data, template_path=str(path), **kwargs)
+    return ModelCard.from_template(card_data, template_str=_FALLBACK_TEMPLATE, **kwargs)

@@ -1,0 +1,78 @@
+"""Typed errors of the hub: one line each, saying what was wrong and what to do.
+
+Each class also derives from the built-in exception a caller would expect
+(``LookupError`` for things that are not there, ``ValueError`` for bad input or
+bad files, ``FileNotFoundError`` for a missing cache), so generic handlers work.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "FggpHubError",
+    "InvalidNameError",
+    "UnknownModelError",
+    "RepoNotFoundError",
+    "RevisionNotFoundError",
+    "NotInCacheError",
+    "FolderNotFoundError",
+    "HubUnreachableError",
+    "HubAccessError",
+    "CorruptCheckpointError",
+    "SparsityMismatchError",
+    "ArchitectureNotRegisteredError",
+    "ExportError",
+]
+
+
+class FggpHubError(Exception):
+    """Base class; the message is always a single line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class InvalidNameError(FggpHubError, ValueError):
+    """A repo id, revision or file name that is malformed or unsafe (``..``, absolute, odd characters)."""
+
+
+class UnknownModelError(FggpHubError, LookupError):
+    """A zoo name, repo id or folder that matches nothing (close zoo names are suggested)."""
+
+
+class RepoNotFoundError(FggpHubError, LookupError):
+    """The hub has no repo of that id."""
+
+
+class RevisionNotFoundError(FggpHubError, LookupError):
+    """The repo exists but not at that revision."""
+
+
+class NotInCacheError(FggpHubError, FileNotFoundError):
+    """Offline (``HF_HUB_OFFLINE=1``) and the requested files are not in the local cache."""
+
+
+class FolderNotFoundError(FggpHubError, FileNotFoundError):
+    """A local folder that was named does not exist."""
+
+
+class HubUnreachableError(FggpHubError, ConnectionError):
+    """The hub endpoint could not be reached and nothing is cached."""
+
+
+class HubAccessError(FggpHubError, PermissionError):
+    """The hub refused the request (missing or insufficient token)."""
+
+
+class CorruptCheckpointError(FggpHubError, ValueError):
+    """A file is missing, truncated, not safetensors, or does not match config.json."""
+
+
+class SparsityMismatchError(CorruptCheckpointError):
+    """The weights' measured sparsity differs from the one recorded in config.json / the card."""
+
+
+class ArchitectureNotRegisteredError(FggpHubError, LookupError):
+    """config.json names an architecture that timm does not know in this process."""
+
+
+class ExportError(FggpHubError, ValueError):
+    """The model or the arguments cannot be exported as asked."""

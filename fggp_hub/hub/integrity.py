@@ -1,0 +1,233 @@
+"""Checks shared by export, push and load: names, hashes, config.json, model building, sparsity."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    ArchitectureNotRegisteredError,
+    CorruptCheckpointError,
+    InvalidNameError,
+    SparsityMismatchError,
+)
+
+__all__ = [
+    "CONFIG_NAME",
+    "DENSE_WEIGHTS",
+    "COMPACT_WEIGHTS",
+    "SPARSITY_TOLERANCE",
+    "BLOCK_VERSION",
+    "validate_repo_id",
+    "split_revision",
+    "validate_revision",
+    "validate_filename",
+    "sha256_file",
+    "read_config",
+    "check_folder_files",
+    "verify_weight_file",
+    "build_model",
+    "check_sparsity",
+]
+
+CONFIG_NAME = "config.json"
+DENSE_WEIGHTS = "model.safetensors"
+COMPACT_WEIGHTS = "model.sparse.safetensors"
+SPARSITY_TOLERANCE = 1e-6
+#: Version of config.json's "sparsity" block written by this fggp-hub.
+BLOCK_VERSION = 1
+#: File kinds a repo may hold. Weights are safetensors only: nothing is ever unpickled.
+ALLOWED_SUFFIXES = (".safetensors", ".json", ".md", ".yaml", ".yml", ".png", ".txt")
+_ALLOWED_DOTFILES = (".gitattributes",)
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_PART}/{_PART}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+
+
+def validate_repo_id(repo_id: Any) -> str:
+    """``org/name``: letters, digits, ``-``, ``_`` and ``.`` only; no ``..``, ``--`` or leading ``/``."""
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise InvalidNameError(
+            f"invalid repo id {str(repo_id)[:120]!r}: use 'org/name' with letters, digits, '-', '_' and '.' "
+            "(no '..', '--', spaces or leading '/')"
+        )
+    return repo_id
+
+
+def split_revision(repo_id: str, revision: str | None = None) -> tuple[str, str | None]:
+    """``org/name@rev`` -> (``org/name``, ``rev``); an explicit ``revision`` must agree."""
+    if "@" in repo_id:
+        repo_id, _, rev = repo_id.partition("@")
+        if revision is not None and revision != rev:
+            raise InvalidNameError(f"two revisions given: '@{rev}' in the id and revision={revision!r}; pass one")
+        revision = rev
+    validate_repo_id(repo_id)
+    if revision is not None:
+        validate_revision(revision)
+    return repo_id, revision
+
+
+def validate_revision(revision: Any) -> str:
+    if (
+        not isinstance(revision, str)
+        or not _REVISION.fullmatch(revision)
+        or ".." in revision
+        or "//" in revision
+        or revision.endswith("/")
+    ):
+        raise InvalidNameError(
+            f"invalid revision {str(revision)[:120]!r}: use a branch, tag or commit sha (letters, digits, '._-/', no '..')"
+        )
+    return revision
+
+
+def validate_filename(name: Any, where: str = "repo") -> str:
+    """A plain file name at the top of a repo folder, of an allowed kind."""
+    if name in _ALLOWED_DOTFILES:
+        return name
+    if (
+        not isinstance(name, str)
+        or not _FILENAME.fullmatch(name)
+        or name in (".", "..")
+        or ".." in name
+        or not name.endswith(ALLOWED_SUFFIXES)
+    ):
+        raise InvalidNameError(
+            f"refusing file {str(name)[:120]!r} in {where}: only plain names of safetensors/json/md/yaml/png/txt files "
+            "are allowed (no paths, '..', pickles or odd characters)"
+        )
+    return name
+
+
+def sha256_file(path: str | Path, chunk: int = 8 * 1024 * 1024) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_config(folder: str | Path) -> dict:
+    """config.json of an export folder, with its ``sparsity`` block checked for shape."""
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CorruptCheckpointError(f"{folder} has no {CONFIG_NAME}: it is not an exported model folder")
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise CorruptCheckpointError(f"{path} is larger than {_MAX_CONFIG_BYTES} bytes; refusing to parse it")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptCheckpointError(f"{path} is not valid JSON ({err.__class__.__name__}); re-download or re-export") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise CorruptCheckpointError(f"{path} has no 'architecture': it is not a timm config")
+    block = config.get("sparsity")
+    if not isinstance(block, dict) or not isinstance(block.get("files"), dict) or "sparsity" not in block:
+        raise CorruptCheckpointError(
+            f"{path} has no 'sparsity' block with files and sparsity: not an fggp-hub export "
+            "(plain timm checkpoints load with timm.create_model('hf-hub:...'))"
+        )
+    version = block.get("format_version", 1)
+    if not isinstance(version, int) or version > BLOCK_VERSION:
+        raise CorruptCheckpointError(
+            f"{path} has sparsity block version {version!r}; this fggp-hub reads up to {BLOCK_VERSION}: upgrade fggp-hub"
+        )
+    for name in block["files"]:
+        validate_filename(name, where=str(path))
+    return config
+
+
+def check_folder_files(folder: str | Path) -> list[str]:
+    """Names of the files of a repo folder, each validated; sub-folders and links are refused."""
+    folder = Path(folder)
+    names = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name == ".cache" and entry.is_dir(follow_symlinks=False):
+            continue  # huggingface_hub's local_dir metadata
+        if entry.is_dir(follow_symlinks=False):
+            raise InvalidNameError(f"refusing sub-folder {entry.name!r} in {folder}: exported repos are flat")
+        validate_filename(entry.name, where=str(folder))
+        names.append(entry.name)
+    return names
+
+
+def verify_weight_file(folder: str | Path, name: str, config: dict) -> Path:
+    """Size and sha256 of ``folder/name`` against config.json; returns its path."""
+    folder = Path(folder)
+    validate_filename(name, where=str(folder))
+    if not name.endswith(".safetensors"):
+        raise InvalidNameError(f"refusing to read weights from {name!r}: only safetensors files are read")
+    info = config["sparsity"]["files"].get(name)
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+        raise CorruptCheckpointError(f"config.json in {folder} records no sha256 for {name}; re-export the model")
+    path = folder / name
+    if not path.is_file():
+        raise CorruptCheckpointError(f"{name} is missing from {folder}; re-download the repo (or load with compact={name != COMPACT_WEIGHTS})")
+    size = path.stat().st_size
+    if isinstance(info.get("size"), int) and size != info["size"]:
+        kind = "truncated" if size < info["size"] else "larger than recorded"
+        raise CorruptCheckpointError(f"{name} in {folder} is {kind} ({size} bytes, config.json says {info['size']}); re-download it")
+    digest = sha256_file(path)
+    if digest != info["sha256"]:
+        raise CorruptCheckpointError(
+            f"{name} in {folder} does not match config.json (sha256 {digest[:12]}... != {info['sha256'][:12]}...); "
+            "the file is corrupt or was replaced: re-download it"
+        )
+    return path
+
+
+def build_model(config: dict):
+    """An untrained timm model of config.json's architecture and arguments (weights not loaded)."""
+    import timm
+    from timm.models import PretrainedCfg
+
+    arch = config["architecture"]
+    if not timm.is_model(arch):
+        raise ArchitectureNotRegisteredError(
+            f"architecture {arch!r} is not registered with timm {timm.__version__}: import the package that "
+            "registers it (fggp_hub registers fggp_*) or upgrade timm/fggp-hub"
+        )
+    model_args = dict(config.get("model_args") or {})
+    model_args.setdefault("num_classes", config.get("num_classes"))
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    overlay = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in (config.get("pretrained_cfg") or {}).items()
+        if k in fields and k not in ("architecture", "tag", "hf_hub_id", "file", "url", "source", "state_dict")
+    }
+    return timm.create_model(arch, pretrained=False, pretrained_cfg_overlay=overlay, **model_args)
+
+
+def check_sparsity(model, block: dict, card_sparsity: float | None = None, where: str = "") -> dict:
+    """Recompute exact zeros of prunable weights and compare with the recorded numbers (tolerance 1e-6)."""
+    from ..pruning import sparsity_stats
+
+    stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
+    where = f" in {where}" if where else ""
+    recorded = float(block["sparsity"])
+    if abs(stats["sparsity"] - recorded) > SPARSITY_TOLERANCE:
+        raise SparsityMismatchError(
+            f"weights{where} are {stats['sparsity']:.6%} sparse but config.json says {recorded:.6%}; "
+            "the weights or the card were altered: re-download or re-export"
+        )
+    if card_sparsity is not None and abs(stats["sparsity"] - float(card_sparsity)) > SPARSITY_TOLERANCE:
+        raise SparsityMismatchError(
+            f"weights{where} are {stats['sparsity']:.6%} sparse but the model card says {float(card_sparsity):.6%}; "
+            "re-export the model to regenerate its card"
+        )
+    for name, layer in (block.get("layers") or {}).items():
+        got = stats["layers"].get(name)
+        if got is None or abs(got["sparsity"] - float(layer["sparsity"])) > SPARSITY_TOLERANCE:
+            measured = "missing" if got is None else f"{got['sparsity']:.6%}"
+            raise SparsityMismatchError(
+                f"layer {name}{where} is {measured} sparse but config.json says {float(layer['sparsity']):.6%}; "
+                "re-download or re-export"
+            )
+    return stats

@@ -1,0 +1,189 @@
+"""``load()``: a zoo name, a repo id or a folder -> a verified timm model in eval mode.
+
+resolve (zoo / repo id / folder) -> pull (only config.json, the card and ONE weight file)
+-> check the architecture is registered -> check the weight file's size and sha256
+against config.json -> build the timm model and load the weights (compact or dense,
+safetensors only) -> recompute the sparsity of the prunable weights and compare it with
+config.json and the card (tolerance 1e-6) -> eval mode.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import sparse_format
+from .errors import CorruptCheckpointError, FolderNotFoundError, InvalidNameError
+from .hubs import Hub, get_hub
+from .integrity import (
+    COMPACT_WEIGHTS,
+    CONFIG_NAME,
+    DENSE_WEIGHTS,
+    build_model,
+    check_sparsity,
+    read_config,
+    split_revision,
+    verify_weight_file,
+)
+from .zoo import ZooEntry
+from .zoo import resolve as resolve_zoo_name
+
+__all__ = ["load", "load_folder", "resolve_source"]
+
+CARD_NAME = "README.md"
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or text in (".", "..") or "\\" in text or text.count("/") > 1
+
+
+def resolve_source(name_or_repo_or_path: str | os.PathLike, revision: str | None = None) -> dict[str, Any]:
+    """What ``load`` would read: ``{"kind": "folder", "path"}`` or ``{"kind": "repo", "repo_id", "revision", "entry"}``."""
+    if isinstance(name_or_repo_or_path, os.PathLike):
+        return {"kind": "folder", "path": Path(name_or_repo_or_path).expanduser()}
+    if not isinstance(name_or_repo_or_path, str) or not name_or_repo_or_path.strip():
+        raise InvalidNameError(f"load() needs a zoo name, 'org/name[@rev]' or a folder, not {name_or_repo_or_path!r}")
+    text = name_or_repo_or_path.strip()
+    if text.startswith("local-dir:"):
+        return {"kind": "folder", "path": Path(text[len("local-dir:"):]).expanduser()}
+    source_hub = None
+    if text.startswith("hf-hub:"):
+        text, source_hub = text[len("hf-hub:"):], "hf"
+    elif Path(text).expanduser().is_dir():
+        return {"kind": "folder", "path": Path(text).expanduser()}
+    base, _, zoo_rev = text.partition("@")
+    if source_hub is None and "/" not in base and not _looks_like_path(base):
+        entry = resolve_zoo_name(base)  # unknown names raise with the closest zoo names
+        repo_id, pinned = split_revision(entry.repo_id, None)
+        if zoo_rev and revision and zoo_rev != revision:
+            raise InvalidNameError(f"two revisions given: '@{zoo_rev}' and revision={revision!r}; pass one")
+        return {
+            "kind": "repo",
+            "repo_id": repo_id,
+            "revision": revision or zoo_rev or entry.revision or pinned,
+            "entry": entry,
+            "hub": entry.hub or ("hf" if entry.source == "package" else None),  # published entries live on the HF hub
+        }
+    if source_hub is None and _looks_like_path(base):
+        raise FolderNotFoundError(f"folder {text} does not exist: pass an existing export folder, a zoo name or 'org/name'")
+    repo_id, revision = split_revision(text, revision)
+    return {"kind": "repo", "repo_id": repo_id, "revision": revision, "entry": None, "hub": source_hub}
+
+
+def _card_sparsity(folder: Path) -> float | None:
+    path = folder / CARD_NAME
+    if not path.is_file():
+        return None
+    from huggingface_hub import metadata_load
+
+    try:
+        meta = metadata_load(path) or {}
+    except Exception as err:  # the YAML parser's many error types
+        raise CorruptCheckpointError(f"the model card {path} has unreadable YAML ({err.__class__.__name__}); re-download or re-export") from None
+    value = meta.get("sparsity")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _check_expected_metrics(config: dict, entry: ZooEntry | None) -> None:
+    if entry is None or not entry.metrics:
+        return
+    recorded = config["sparsity"].get("results") or {}
+    for key, expected in entry.metrics.items():
+        got = recorded.get(key)
+        if isinstance(expected, (int, float)) and isinstance(got, (int, float)) and abs(float(got) - float(expected)) > 1e-6:
+            raise CorruptCheckpointError(
+                f"zoo entry {entry.name} expects {key}={expected} but the repo records {key}={got}: "
+                "the zoo index and the repo revision disagree; pin the revision the zoo lists"
+            )
+
+
+def _read_weights(path: Path, compact: bool) -> dict[str, torch.Tensor]:
+    if compact:
+        return sparse_format.load_file(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as err:
+        raise CorruptCheckpointError(f"{path.name} is not a readable safetensors file ({err}); re-download it") from None
+
+
+def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEntry | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Verify an export folder and build its model (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FolderNotFoundError(f"folder {folder} does not exist: pass an existing export folder")
+    config = read_config(folder)
+    block = config["sparsity"]
+    files = block["files"]
+    weight = COMPACT_WEIGHTS if compact and COMPACT_WEIGHTS in files else DENSE_WEIGHTS
+    if weight not in files:
+        raise CorruptCheckpointError(f"config.json in {folder} lists no {DENSE_WEIGHTS}; re-export the model")
+    model = build_model(config)  # raises early if the architecture is not registered
+    path = verify_weight_file(folder, weight, config)
+    state = _read_weights(path, compact=weight == COMPACT_WEIGHTS)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CorruptCheckpointError(
+            f"{weight} in {folder} does not fit {config['architecture']}: {str(err).splitlines()[-1].strip()}; re-export the model"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CorruptCheckpointError(
+            f"{weight} in {folder} does not fit {config['architecture']} (missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}); re-export the model"
+        )
+    check_sparsity(model, block, _card_sparsity(folder), where=str(folder / weight))
+    _check_expected_metrics(config, entry)
+    model.eval()
+    model.to(device)
+    model.hub_info = {
+        "name": block.get("name"),
+        "folder": str(folder),
+        "weights": weight,
+        "sparsity": block["sparsity"],
+        "results": block.get("results"),
+    }
+    return model
+
+
+def load(
+    name_or_repo_or_path: str | os.PathLike,
+    revision: str | None = None,
+    hub: Hub | str | os.PathLike | None = None,
+    compact: bool = True,
+    *,
+    token: str | bool | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A ready timm model in eval mode, its files and sparsity verified.
+
+    Args:
+        name_or_repo_or_path: a zoo name (``vgg19-cifar10-s95``, see :func:`list_models`),
+            a repo id ``org/name[@revision]`` (``hf-hub:org/name`` means the Hugging Face hub),
+            or a local export folder (``local-dir:`` prefix optional).
+        revision: branch, tag or commit sha (overrides a zoo entry's pinned revision).
+        hub: where repos live (see :func:`fggp_hub.hub.hubs.get_hub`); defaults to the zoo
+            entry's hub, then ``$FGGP_HUB``, then the local hub.
+        compact: read ``model.sparse.safetensors`` (fewer bytes to fetch) instead of
+            ``model.safetensors``; both decode to identical weights.
+        token: access token for a remote hub (never printed).
+        device: where to put the model.
+    """
+    source = resolve_source(name_or_repo_or_path, revision)
+    if source["kind"] == "folder":
+        return load_folder(source["path"], compact, device=device)
+    hub_obj = get_hub(hub if hub is not None else source.get("hub"), token=token)
+    repo_id, rev = source["repo_id"], source["revision"]
+    wanted = COMPACT_WEIGHTS if compact else DENSE_WEIGHTS
+    folder = hub_obj.pull(repo_id, rev, files=[CONFIG_NAME, CARD_NAME, wanted])
+    if compact and COMPACT_WEIGHTS not in (read_config(folder)["sparsity"]["files"]):
+        # exported without the compact file: fetch the dense one, at the same commit
+        folder = hub_obj.pull(repo_id, folder.name, files=[CONFIG_NAME, CARD_NAME, DENSE_WEIGHTS])
+    model = load_folder(folder, compact, entry=source["entry"], device=device)
+    model.hub_info.update({"repo_id": repo_id, "revision": folder.name, "hub": hub_obj.describe()})
+    return model
