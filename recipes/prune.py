@@ -316,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
     print(f"exported {folder}\npublished {repo_id}@{revision[:12]} to the {'given' if cfg.export.hub else 'local'} hub\n")
     print("load it with:")
-    print(f"    python -c \"import fggp_hub; m = fggp_hub.load('{repo_id}'); print(m)\"")
-    print(f"    fggp-hub eval {repo_id}")
+    hub_arg = f", hub={cfg.export.hub!r}" if cfg.export.hub else ""
+    print(f"    python -c \"import fggp_hub; m = fggp_hub.load('{repo_id}'{hub_arg}); print(m)\"")
+    print(f"    fggp-hub info {repo_id}" + (f" --hub {cfg.export.hub}" if cfg.export.hub else ""))
     return 0
 
 
