@@ -41,7 +41,7 @@ from ..pruning import CubicSchedule, sparsity_stats, unwrap_model
 from . import sparse_format
 from .card import LAYER_PLOT, SCHEDULE_PLOT, make_card, plot_layer_sparsity, plot_schedule
 from .errors import ExportError
-from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, sha256_file
+from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, fsync_path, sha256_file
 from .zoo import is_zoo_name, make_name
 
 __all__ = ["export", "RECIPE_FILE", "RESULTS_FILE", "BLOCK_VERSION"]
@@ -77,14 +77,6 @@ def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -193,7 +185,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         os.rename(out, old)
         os.rename(tmp, out)
         shutil.rmtree(old)
-    _fsync(out.parent)
+    fsync_path(out.parent)
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:
@@ -353,8 +345,8 @@ def export(
         card.save(str(tmp / "README.md"))
 
         for entry in tmp.iterdir():
-            _fsync(entry)
-        _fsync(tmp)
+            fsync_path(entry)
+        fsync_path(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

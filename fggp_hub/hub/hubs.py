@@ -40,6 +40,7 @@ from .errors import (
 )
 from .integrity import (
     check_folder_files,
+    fsync_path,
     read_config,
     split_revision,
     validate_repo_id,
@@ -78,14 +79,6 @@ def _client_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -191,8 +184,8 @@ class LocalHub(Hub):
                 staging.mkdir()
                 for name in names:
                     shutil.copyfile(folder / name, staging / name)
-                    _fsync_path(staging / name)
-                _fsync_path(staging)
+                    fsync_path(staging / name)
+                fsync_path(staging)
                 os.rename(staging, commits / sha)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -201,7 +194,7 @@ class LocalHub(Hub):
             _write_text_atomic(commits / f"{sha}.json", json.dumps(info, indent=2))
             ref.parent.mkdir(parents=True, exist_ok=True)
             _write_text_atomic(ref, sha + "\n")
-            _fsync_path(commits)
+            fsync_path(commits)
         return sha
 
     def resolve(self, repo_id, revision=None) -> str:

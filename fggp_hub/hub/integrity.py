@@ -106,6 +106,15 @@ def validate_filename(name: Any, where: str = "repo") -> str:
     return name
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file or folder entry to disk (atomic writes: data first, then the rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sha256_file(path: str | Path, chunk: int = 8 * 1024 * 1024) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -18,7 +18,7 @@ from torch import nn
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..constants import CIFAR10_MEAN, CIFAR10_STD
+from ._cifar_cfg import cifar_cfg
 
 __all__ = ["CifarResNet", "BasicBlock", "Bottleneck"]
 
@@ -167,20 +167,7 @@ class CifarResNet(nn.Module):
 
 
 def _cfg(**kwargs):
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+    return cifar_cfg(**{"first_conv": "conv1", "classifier": "fc", "pool_size": (4, 4), **kwargs})
 
 
 default_cfgs = generate_default_cfgs(
