@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 import fggp_hub
 from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make_loader
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
-from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
+from fggp_hub.constants import CIFAR10_JPEG_LABEL, CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, load_recipe, recipe_to_dict
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "sparsity/target": pruner.target_sparsity, "sparsity/actual": pruner.sparsity},
                                     step=pruner.step)
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}", sparsity=f"{pruner.sparsity:.4f}")
-                if _stop_everywhere(accelerator, stop.requested) or pruner.step >= max_steps:
+                if _stop_everywhere(accelerator, stop.requested, pruner.step, cfg.train.log_every) or pruner.step >= max_steps:
                     break
             if stop.requested:
                 accelerator.save_state()
@@ -322,17 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop_everywhere(accelerator, requested: bool) -> bool:
-    """All processes stop at the same step when any one was interrupted."""
+def _stop_everywhere(accelerator, requested: bool, step: int, every: int) -> bool:
+    """All processes stop at the same step when any one was interrupted.
+
+    With several processes this needs a collective, so it is asked only every
+    ``every`` steps (the same steps on every rank), not on every training step.
+    """
     if accelerator.num_processes == 1:
         return requested
+    if step % every:
+        return False
     flag = torch.tensor([1.0 if requested else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, "sum").item() > 0)
 
 
 def _dataset_label(cfg, train) -> str:
-    from fggp_hub.constants import CIFAR10_JPEG_LABEL
-
     source = str(train.source)
     if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
         return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded

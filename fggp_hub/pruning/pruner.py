@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .erk import erk_masks
 from .schedule import CubicSchedule, annealed_rate
-from .select import METHODS, _resolve_method, count_active, prune_step
+from .select import _resolve_method, count_active, prune_step
 from .targets import prunable_parameters, unwrap_model
 
 __all__ = ["Pruner", "min_feasible_rate"]
