@@ -28,7 +28,8 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import fggp_hub
-from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make_loader
+from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make_loader, make_streaming_loaders
+from fggp_hub.data.streaming import _collate
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub.constants import CIFAR10_JPEG_LABEL, CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, load_recipe, recipe_to_dict
@@ -152,41 +153,62 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "recipe.resolved.yaml").write_text(_yaml(recipe_to_dict(cfg)))
 
     # ------------------------------------------------------------------ data
-    source = cfg.data.dataset
-    data_kwargs = dict(image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
-    with accelerator.main_process_first():  # one process decodes and fills the cache
-        if source == "cifar10":
-            train = load_cifar10(cfg.data.train_split, **data_kwargs)
-            test = load_cifar10(cfg.data.test_split, **data_kwargs)
-        else:
-            train = load_image_dataset(source, cfg.data.train_split, **data_kwargs)
-            test = load_image_dataset(source, cfg.data.test_split, **data_kwargs)
-    if cfg.data.train_subset:
-        train = train.subset(slice(0, cfg.data.train_subset))
-    if cfg.data.test_subset:
-        test = test.subset(slice(0, cfg.data.test_subset))
-    num_classes = cfg.num_classes or train.num_classes
     processes, accumulation = accelerator.num_processes, cfg.train.gradient_accumulation_steps
     per_process_batch = cfg.train.batch_size // (processes * accumulation)
     if per_process_batch * processes * accumulation != cfg.train.batch_size:
         raise SystemExit(f"error: train.batch_size={cfg.train.batch_size} does not split evenly over "
                          f"{processes} processes x {accumulation} accumulation steps")
+    if cfg.data.streaming:  # ImageNet-size data: decoded on the fly by workers, nothing held in memory
+        if not cfg.data.image_size:
+            raise SystemExit("error: data.streaming needs data.image_size (e.g. 224)")
+        model = timm.create_model(cfg.model, num_classes=cfg.num_classes or 1000, **cfg.model_args)
+        mean, std = tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
+        with accelerator.main_process_first():
+            loader, test_set, train = make_streaming_loaders(
+                cfg.data.dataset, train_split=cfg.data.train_split, test_split=cfg.data.test_split,
+                batch_size=per_process_batch, image_size=cfg.data.image_size, device=accelerator.device,
+                seed=cfg.seed, rank=accelerator.process_index, world_size=processes, num_workers=cfg.data.num_workers,
+                mean=mean, std=std, channels_last=cfg.train.channels_last, train_subset=cfg.data.train_subset,
+                test_subset=cfg.data.test_subset, augment=cfg.data.augment)
+        num_classes = cfg.num_classes or train.num_classes
+        if num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+        test_loader = torch.utils.data.DataLoader(test_set, batch_size=cfg.data.eval_batch_size,
+                                                  num_workers=cfg.data.num_workers, collate_fn=_collate)
+    else:  # CIFAR-size data: decoded once into a uint8 cache, augmented on the device
+        data_kwargs = dict(image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
+        with accelerator.main_process_first():  # one process decodes and fills the cache
+            if cfg.data.dataset == "cifar10":
+                train = load_cifar10(cfg.data.train_split, **data_kwargs)
+                test = load_cifar10(cfg.data.test_split, **data_kwargs)
+            else:
+                train = load_image_dataset(cfg.data.dataset, cfg.data.train_split, **data_kwargs)
+                test = load_image_dataset(cfg.data.dataset, cfg.data.test_split, **data_kwargs)
+        if cfg.data.train_subset:
+            train = train.subset(slice(0, cfg.data.train_subset))
+        if cfg.data.test_subset:
+            test = test.subset(slice(0, cfg.data.test_subset))
+        num_classes = cfg.num_classes or train.num_classes
+        model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
+        mean = tuple(model.pretrained_cfg.get("mean", CIFAR10_MEAN))
+        std = tuple(model.pretrained_cfg.get("std", CIFAR10_STD))
+        loader = make_loader(train, per_process_batch, train=cfg.data.augment, device=accelerator.device,
+                             seed=cfg.seed, drop_last=True, rank=accelerator.process_index, world_size=processes,
+                             channels_last=cfg.train.channels_last, mean=mean, std=std)
+        test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels),
+                                                  batch_size=cfg.data.eval_batch_size)
 
     # ----------------------------------------------------------------- model
-    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
-    mean = tuple(model.pretrained_cfg.get("mean", CIFAR10_MEAN))
-    std = tuple(model.pretrained_cfg.get("std", CIFAR10_STD))
-    loader = make_loader(train, per_process_batch, train=cfg.data.augment, device=accelerator.device, seed=cfg.seed,
-                         drop_last=True, rank=accelerator.process_index, world_size=processes,
-                         channels_last=cfg.train.channels_last, mean=mean, std=std)
     steps_per_epoch = len(loader) // accumulation
     total_steps = steps_per_epoch * cfg.train.epochs
     if steps_per_epoch < 1:
         raise SystemExit(f"error: {len(train)} training images make no full batch of {cfg.train.batch_size}")
-    test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels), batch_size=256)
     normalize = BatchNormalize(mean, std, channels_last=cfg.train.channels_last).to(accelerator.device)
     if cfg.init_from:  # sparse fine-tuning: start from a published checkpoint, its zeros are the mask
-        source = fggp_hub.load(cfg.init_from)
+        try:
+            source = fggp_hub.load(cfg.init_from, hub=cfg.export.hub)
+        except fggp_hub.FggpHubError as e:
+            raise SystemExit(f"error: init_from: {e}") from None
         state = {k: v for k, v in source.state_dict().items() if not k.startswith(_classifier(source))}
         missing = model.load_state_dict(state, strict=False)
         accelerator.print(f"init-from {cfg.init_from}: loaded {len(state)} tensors, fresh: {missing.missing_keys}")
@@ -207,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         schedule = CubicSchedule(total_steps=total_steps, final_density=1 - p.final_sparsity,
                                  initial_density=1 - p.initial_sparsity, interval=p.interval, end_fraction=p.end_fraction)
-        pruner = Pruner(model, optimizer, schedule=schedule, method=p.method, rate=p.rate,
-                        anneal_initial=p.anneal_initial, anneal_final=p.anneal_final,
-                        include_first_conv=p.include_first_conv, seed=cfg.seed, check_sync=p.check_sync)
+        try:
+            pruner = Pruner(model, optimizer, schedule=schedule, method=p.method, rate=p.rate,
+                            anneal_initial=p.anneal_initial, anneal_final=p.anneal_final,
+                            include_first_conv=p.include_first_conv, seed=cfg.seed, check_sync=p.check_sync)
+        except ValueError as e:  # e.g. r too small for the schedule: one line naming the fix
+            raise SystemExit(f"error: pruning: {e}") from None
     run = RunState()
     accelerator.register_for_checkpointing(scheduler, pruner, run)
 
@@ -337,7 +362,7 @@ def _stop_everywhere(accelerator, requested: bool, step: int, every: int) -> boo
 
 
 def _dataset_label(cfg, train) -> str:
-    source = str(train.source)
+    source = str(getattr(train, "source", None) or train.description)
     if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
         return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded
     return source

@@ -15,6 +15,7 @@ from .decode import decode_image
 from .errors import DataSourceError, DatasetFormatError, DatasetUnavailableError
 from .load import load_cifar10, load_image_dataset
 from .loader import BatchLoader, make_loader
+from .streaming import StreamingLoader, make_streaming_loaders, open_image_source
 from .sources import CIFAR10_HUB_ID, CIFAR10_PATH_ENV, ResolvedSource, detect_columns, resolve_source
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DatasetUnavailableError",
     "ImageTensors",
     "ResolvedSource",
+    "StreamingLoader",
     "crop_flip",
     "decode_image",
     "default_cache_dir",
@@ -37,7 +39,9 @@ __all__ = [
     "load_cifar10",
     "load_image_dataset",
     "make_loader",
+    "make_streaming_loaders",
     "normalize",
+    "open_image_source",
     "read_cache",
     "resolve_source",
     "sample_crop_flip",

@@ -36,6 +36,9 @@ class DataConfig:
     image_size: int | None = None  # resize non-32x32 datasets on decode
     cache_dir: str | None = None
     augment: bool = True
+    streaming: bool = False  # decode on the fly with timm's ImageNet transforms (datasets too big for memory)
+    num_workers: int = 4  # decoding workers of the streaming path
+    eval_batch_size: int = 256
 
 
 @dataclass
@@ -153,6 +156,8 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         raise RecipeError(f"{key}: expected true or false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise RecipeError(f"{key}: expected an integer, got {value!r}")
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads a bare no/yes as a bool
+        return "yes" if value else "no"
     if hint in (float, str) and not isinstance(value, hint):
         raise RecipeError(f"{key}: expected {hint.__name__}, got {value!r}")
     return value

@@ -8,7 +8,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_every_shipped_recipe_loads_and_follows_the_protocol():
-    paper = sorted(RECIPES.glob("*_cifar10_s*.yaml"))
+    paper = sorted(RECIPES.glob("vgg19_cifar10_s*.yaml")) + sorted(RECIPES.glob("resnet50_cifar10_s*.yaml"))
     assert len(paper) == 12
     for path in paper:
         r = load_recipe(path)
@@ -21,6 +21,10 @@ def test_every_shipped_recipe_loads_and_follows_the_protocol():
         assert r.pruning.final_sparsity == int(path.stem.split("_s")[1][:2]) / 100
     quick = load_recipe(RECIPES / "quick_cpu.yaml")
     assert quick.model == "fggp_resnet20_cifar" and quick.data.train_subset
+    for path in RECIPES.glob("*.yaml"):  # every other shipped recipe is valid too
+        load_recipe(path)
+    imagenet = load_recipe(RECIPES / "imagenet1k_resnet50_s90.yaml")
+    assert imagenet.model == "resnet50" and imagenet.data.streaming and imagenet.train.mixed_precision == "bf16"
 
 
 def test_overrides_win_and_are_typed():
@@ -28,6 +32,7 @@ def test_overrides_win_and_are_typed():
     assert r.pruning.method == "gmp" and r.train.epochs == 3 and r.train.lr == 1.0
     assert r.pruning.final_sparsity == 0.95  # untouched keys keep the file's values
     assert parse_overrides(["--a.b-c", "[1, 2]", "--x=null"]) == {"a": {"b_c": [1, 2]}, "x": None}
+    assert load_recipe(None, ["--train.mixed_precision", "no"]).train.mixed_precision == "no"  # YAML reads no as false
 
 
 @pytest.mark.parametrize(
