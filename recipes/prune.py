@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             source = fggp_hub.load(cfg.init_from, hub=cfg.export.hub)
         except fggp_hub.FggpHubError as e:
             raise SystemExit(f"error: init_from: {e}") from None
-        state = {k: v for k, v in source.state_dict().items() if not k.startswith(_classifier(source))}
+        target = model.state_dict()  # a head of another shape (new classes) starts fresh
+        state = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
         missing = model.load_state_dict(state, strict=False)
         accelerator.print(f"init-from {cfg.init_from}: loaded {len(state)} tensors, fresh: {missing.missing_keys}")
     if cfg.train.channels_last:
@@ -366,10 +367,6 @@ def _dataset_label(cfg, train) -> str:
     if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
         return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded
     return source
-
-
-def _classifier(model) -> str:
-    return model.pretrained_cfg.get("classifier", "fc") + "."
 
 
 def _default_name(cfg) -> str:
