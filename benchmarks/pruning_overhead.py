@@ -1,129 +1,164 @@
-"""Cost of pruning during training: a plain training step vs the same step with the Pruner.
+"""Training overhead of pruning: steps/s of plain training vs training with a Pruner attached.
 
-Round-robin: the variants alternate step by step in one process, so the machine's
-drift (+-10 % here) hits them alike; medians are compared. Also times one global
-selection (FGGP and GMP) over all prunable weights.
+For each model and each selection rule (fggp_hub.pruning.METHODS) three kinds of training
+step (SGD Nesterov, batch 64, real augmented CIFAR-10 batches, channels_last) run
+round-robin in one process, so machine drift hits them alike:
 
-    python benchmarks/pruning_overhead.py                      # VGG-19 CIFAR, batch 64
-    python benchmarks/pruning_overhead.py --model fggp_resnet20_cifar --batch-size 128
+- ``plain``: no pruner;
+- ``<method>``: Pruner attached, a step on which it does not prune (the every-step cost:
+  masking gradients and weights in place);
+- ``<method> prune``: the step on which the pruner fires: the first pruning step of the
+  paper's schedule (t = dt = 2000 of T = 125,120, dense start, every weight still active,
+  so the most expensive selection of the run), including the selection, the mask update
+  and zeroing the pruned weights' optimizer state.
+
+Ratios are taken round by round against the plain step of the same round (median and
+interquartile range). The amortised overhead spreads one pruning step over dt steps:
+``(dt - 1) * attached + prune`` over ``dt * plain``; with the first (dearest) selection it
+is an upper bound.
+
+    python benchmarks/pruning_overhead.py                         # both models, ~4 min on 2 cores
+    python benchmarks/pruning_overhead.py --models fggp_resnet20_cifar --repeats 30
+    python benchmarks/pruning_overhead.py --quick                 # smoke run
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import timm
 import torch
-import torch.nn.functional as F
 
-import fggp_hub  # noqa: F401
-from fggp_hub.pruning import Pruner, count_active, prune_step
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    PAPER_INTERVAL,
+    PAPER_RATE,
+    apply_threads,
+    base_parser,
+    cifar_batches,
+    describe_machine,
+    first_pruning_step,
+    fmt_ratio,
+    fmt_s,
+    make_model,
+    new_record,
+    paired_ratios,
+    paper_schedule,
+    print_table,
+    round_robin,
+    summarize,
+    train_step,
+    write_json,
+)
 
-
-def _make(model_name: str, channels_last: bool, seed: int):
-    torch.manual_seed(seed)
-    model = timm.create_model(model_name)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    return model.train(), opt
-
-
-def _step(model, opt, x, y) -> float:
-    start = time.perf_counter()
-    loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - start
-
-
-def _summary(xs: list[float]) -> dict:
-    return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "n": len(xs)}
+DEFAULT_MODELS = ("fggp_vgg19_bn_cifar", "fggp_resnet20_cifar")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="fggp_vgg19_bn_cifar")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=12, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--selection-repeats", type=int, default=5)
-    parser.add_argument("--no-channels-last", action="store_true")
-    parser.add_argument("--json", default="benchmarks/results/pruning_overhead.json")
-    args = parser.parse_args()
-    channels_last = not args.no_channels_last
+def _measure_model(name: str, methods: Sequence[str], args, batch) -> dict:
+    from fggp_hub.pruning import Pruner
 
-    plain, plain_opt = _make(args.model, channels_last, 0)
-    pruned, pruned_opt = _make(args.model, channels_last, 0)
-    # Schedule whose pruning steps never come: measures the every-step cost (masking
-    # gradients and weights in place), starting from a 50 % ERK mask.
-    pruner = Pruner(pruned, pruned_opt, final_sparsity=0.95, total_steps=10**7, interval=10**6, initial_sparsity=0.5)
+    x, y = batch
+    schedule = paper_schedule(args.final_sparsity, args.interval)
+    plain, plain_opt = make_model(name, args.channels_last)
+    variants = {"plain": lambda: train_step(plain, plain_opt, x, y)}
+    prepare = {}
+    pruners = {}
+    for method in methods:
+        model, opt = make_model(name, args.channels_last)
+        pruner = Pruner(model, opt, schedule=schedule, method=method, rate=PAPER_RATE)
+        first = first_pruning_step(pruner.n_total, method, args.final_sparsity, args.interval)
+        dense = {n: torch.ones_like(m) for n, m in pruner.masks.items()}
+        pruners[method] = (pruner, first)
 
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 32, 32, generator=gen)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch_size,), generator=gen)
+        def attached(model=model, opt=opt):
+            train_step(model, opt, x, y)
 
-    times: dict[str, list[float]] = {"plain": [], "pruner": []}
-    variants = [("plain", plain, plain_opt), ("pruner", pruned, pruned_opt)]
-    for i in range(args.warmup + args.repeats):
-        order = variants if i % 2 == 0 else variants[::-1]
-        for name, model, opt in order:
-            dt = _step(model, opt, x, y)
-            if i >= args.warmup:
-                times[name].append(dt)
-    assert pruner.step == args.warmup + args.repeats
+        def reset_attached(pruner=pruner):
+            pruner.step = 0  # t = 1: never a pruning step
 
-    # One global selection over every prunable weight, with the gradients of the last step.
-    weights = [p.detach() for p in pruner.params.values()]
-    grads = [p.grad.detach() for p in pruner.params.values()]
-    masks = list(pruner.masks.values())
-    n_active = count_active(masks)
-    n_prune = n_active // 50
-    for method in ("fggp", "gmp"):
-        key = f"select_{method}"
-        times[key] = []
-        for _ in range(args.selection_repeats):
-            start = time.perf_counter()
-            prune_step(weights, grads, masks, n_prune, method=method, rate=0.5)
-            times[key].append(time.perf_counter() - start)
+        def reset_pruning(pruner=pruner, dense=dense, t=first["t"]):
+            pruner.load_state_dict({"step": t - 1, "masks": dense})  # the next step is the first pruning step
 
-    summary = {k: _summary(v) for k, v in times.items()}
-    base = summary["plain"]["median_s"]
-    n_weights = pruner.n_total
-    print(f"\nmodel {args.model}  batch {args.batch_size}  channels_last {channels_last}  "
-          f"prunable weights {n_weights:,}  threads {torch.get_num_threads()}  {platform.processor() or platform.machine()}")
-    print(f"{'variant':<22}{'median s':>10}{'min s':>10}{'max s':>10}{'vs plain step':>15}")
-    for k, s in summary.items():
-        print(f"{k:<22}{s['median_s']:>10.4f}{s['min_s']:>10.4f}{s['max_s']:>10.4f}{s['median_s'] / base:>14.3f}x")
-    overhead = summary["pruner"]["median_s"] / base - 1
-    print(f"\nnon-pruning step overhead: {overhead:+.2%} (floor: within 3%)")
-    print(f"FGGP selection / training step: {summary['select_fggp']['median_s'] / base:.3f} (floor: <= 1)")
+        variants[method] = attached
+        prepare[method] = reset_attached
+        variants[f"{method} prune"] = attached
+        prepare[f"{method} prune"] = reset_pruning
 
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "benchmark": "pruning_overhead",
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "channels_last": channels_last,
-        "prunable_weights": n_weights,
-        "selected_per_step": n_prune,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "results": summary,
-        "step_overhead": overhead,
+    times = round_robin(variants, args.repeats, args.warmup, prepare)
+    for method, (pruner, first) in pruners.items():
+        expected = 1.0 - schedule.density(first["t"])
+        if abs(pruner.sparsity - expected) > 1e-6:  # the timed step really pruned
+            raise RuntimeError(f"{method}: the pruning step left sparsity {pruner.sparsity:.6f}, expected {expected:.6f}")
+
+    summary = {k: summarize(v) for k, v in times.items()}
+    ratios = paired_ratios(times, "plain")
+    per_method = {}
+    for method, (pruner, first) in pruners.items():
+        attached = ratios[method]["median"]
+        prune = ratios[f"{method} prune"]["median"]
+        amortised = attached - 1.0 + (prune - attached) / args.interval
+        per_method[method] = {
+            "step_time_ratio": ratios[method],
+            "pruning_step_time_ratio": ratios[f"{method} prune"],
+            "per_step_overhead": attached - 1.0,
+            "pruning_step_extra_plain_steps": prune - attached,
+            "amortised_overhead": amortised,
+            "amortised_speed_ratio": 1.0 / (1.0 + amortised),
+            "n_prune": first["n_prune"],
+        }
+    return {
+        "model": name,
+        "prunable_weights": next(iter(pruners.values()))[0].n_total if pruners else None,
+        "first_pruning_step": next(iter(pruners.values()))[1]["t"] if pruners else None,
+        "times_s": summary,
+        "time_ratio_vs_plain": ratios,
+        "methods": per_method,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from fggp_hub.pruning import METHODS
+
+    parser = base_parser(__doc__)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 12, --quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2, --quick 1)")
+    parser.add_argument("--interval", type=int, default=PAPER_INTERVAL, help="dt: steps between pruning steps")
+    parser.add_argument("--final-sparsity", type=float, default=0.95)
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--source", default=None, help="CIFAR-10 folder (default: $FGGP_CIFAR10_PATH)")
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (2 if args.quick else 12)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    apply_threads(args.threads)
+
+    record = new_record("pruning_overhead", __file__, argv, args)
+    print(f"machine: {describe_machine(record['machine'])}")
+    batch = cifar_batches(1, args.batch_size, source=args.source, channels_last=args.channels_last)[0]
+    record["models"] = {}
+    rows = []
+    for name in args.models:
+        result = _measure_model(name, args.methods, args, batch)
+        record["models"][name] = result
+        s, r = result["times_s"], result["time_ratio_vs_plain"]
+        table = []
+        for variant in s:
+            table.append([variant, f"{1 / s[variant]['median']:.3g}", fmt_s(s[variant]["median"]),
+                          f"{s[variant]['spread']:.1%}", fmt_ratio(r[variant])])
+        print_table(["variant", "steps/s", "step (median)", "spread (IQR/median)", "time vs plain (IQR)"], table,
+                    title=f"{name}, batch {args.batch_size}, {result['prunable_weights']:,} prunable weights, "
+                          f"{args.repeats} rounds")
+        for method, m in result["methods"].items():
+            rows.append([name, method, f"{m['per_step_overhead']:+.1%}", f"{m['pruning_step_extra_plain_steps']:.2f}",
+                         f"{m['amortised_overhead']:+.2%}", f"{m['amortised_speed_ratio']:.3f}"])
+    print_table(["model", "method", "per-step overhead", "pruning step extra (plain steps)",
+                 f"amortised overhead (dt={args.interval})", "amortised steps/s vs plain"], rows,
+                title="Summary (time ratios are medians of round-by-round ratios)")
+    out = write_json(args.json, record)
+    print(f"\nwrote {out}")
+    return record
 
 
 if __name__ == "__main__":
