@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
-from safetensors.torch import save_file as _st_save_file
 
 from .errors import CorruptCheckpointError
 
@@ -281,14 +280,31 @@ def save_file(
     """Encode and write ``path``; returns the per-tensor encodings chosen."""
     tensors, meta = encode(state_dict)
     extra = {k: str(v) for k, v in (metadata or {}).items() if k not in meta}
-    _st_save_file(tensors, str(path), metadata={**extra, **meta})
+    Path(path).write_bytes(canonical_header(_st_save(tensors, metadata={**extra, **meta})))
     return {name: info["encoding"] for name, info in json.loads(meta[_INDEX_KEY]).items()}
 
 
 def save_bytes(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     """Encode into safetensors bytes (for size measurements)."""
     tensors, meta = encode(state_dict)
-    return _st_save(tensors, metadata={**{k: str(v) for k, v in (metadata or {}).items()}, **meta})
+    return canonical_header(_st_save(tensors, metadata={**{k: str(v) for k, v in (metadata or {}).items()}, **meta}))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """The same safetensors bytes with the metadata keys sorted, so equal weights hash equal.
+
+    safetensors serialises ``__metadata__`` from a Rust HashMap, whose order changes from one
+    process to the next; the tensor entries are already in a fixed order. The sorted header
+    is padded with spaces to the original length (safetensors' own padding), so offsets hold.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # cannot happen for a pure reordering; keep the original rather than break offsets
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
 
 
 def load_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -154,3 +154,27 @@ def test_truncated_or_foreign_files_are_refused(tmp_path):
 def test_reserved_separator_in_names_is_refused():
     with pytest.raises(ValueError, match="reserves"):
         sf.encode({"a:b": torch.zeros(2)})
+
+
+def test_compact_bytes_are_the_same_in_every_process():
+    """safetensors orders header metadata by a per-process random hash; we sort it."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch; from fggp_hub.hub import sparse_format as sf; torch.manual_seed(0); "
+        "w = torch.randn(64, 64); w[torch.rand(64, 64) < 0.9] = 0; "
+        "print(hashlib.sha256(sf.save_bytes({'w': w, 'b': torch.ones(3)})).hexdigest())"
+    )
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(4)}
+    assert len(digests) == 1
+    torch.manual_seed(0)
+    w = torch.randn(64, 64)
+    w[torch.rand(64, 64) < 0.9] = 0
+    data = sf.save_bytes({"w": w, "b": torch.ones(3)})
+    assert hashlib.sha256(data).hexdigest() == digests.pop().strip()
+    from safetensors.torch import load as st_load
+
+    assert set(st_load(data)) >= {"b"}  # still a valid safetensors file
