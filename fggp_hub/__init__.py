@@ -12,6 +12,7 @@ from .hub import (  # sparse checkpoints on the Hub
     pull,
     push,
 )
+from .eval import evaluate_model  # accuracy, sparsity, MACs and latency of a model
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "Pruner",
     "SparsityMismatchError",
     "UnknownModelError",
+    "evaluate_model",
     "export",
     "list_models",
     "load",
