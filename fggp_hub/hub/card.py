@@ -13,7 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAYER_PLOT", "SCHEDULE_PLOT", "dataset_hub_id", "plot_layer_sparsity", "plot_schedule", "make_card", "template_path"]
+__all__ = [
+    "LAYER_PLOT",
+    "SCHEDULE_PLOT",
+    "dataset_hub_id",
+    "plot_layer_sparsity",
+    "plot_schedule",
+    "make_card",
+    "folder_card",
+    "rewrite_folder_card",
+    "template_path",
+]
 
 LAYER_PLOT = "sparsity_per_layer.png"
 SCHEDULE_PLOT = "sparsity_schedule.png"
@@ -262,3 +272,61 @@ def make_card(
     if path is not None:
         return ModelCard.from_template(card_data, template_path=str(path), **kwargs)
     return ModelCard.from_template(card_data, template_str=_FALLBACK_TEMPLATE, **kwargs)
+
+
+# --------------------------------------------------------------------------- re-rendering an export folder
+def _card_repo_id(card_path: Path) -> str | None:
+    """The repo id an existing card was rendered for (its ``hf-hub:`` line), unless it is the placeholder."""
+    import re
+
+    if not card_path.is_file():
+        return None
+    match = re.search(r'hf-hub:([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"', card_path.read_text(encoding="utf-8"))
+    return match.group(1) if match else None
+
+
+def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None):
+    """The card of an export folder, rendered again from its config.json, eval_results.json and recipe.yaml.
+
+    ``eval_results.json`` (updated after export, e.g. by ``fggp-hub eval --update-card``)
+    overrides config.json's results; the repo id defaults to the one the card names.
+    """
+    import json
+
+    from .integrity import read_config
+
+    folder = Path(folder)
+    config = read_config(folder)
+    block = dict(config["sparsity"])
+    results_path = folder / "eval_results.json"
+    if results_path.is_file():
+        try:
+            extra = json.loads(results_path.read_text(encoding="utf-8"))
+        except ValueError:
+            from .errors import CorruptCheckpointError
+
+            raise CorruptCheckpointError(f"{results_path} is not valid JSON: fix or delete it") from None
+        if isinstance(extra, dict):
+            block["results"] = {**(block.get("results") or {}), **{k: v for k, v in extra.items() if k != "dataset"}}
+    recipe_path = folder / (block.get("recipe_file") or "recipe.yaml")
+    recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
+    plots = {kind: name for kind, name in (("layers", LAYER_PLOT), ("schedule", SCHEDULE_PLOT)) if (folder / name).is_file()}
+    name = block.get("name") or folder.name
+    return make_card(
+        {**config, "sparsity": block},
+        name=name,
+        repo_id=repo_id or _card_repo_id(folder / "README.md"),
+        recipe_text=recipe_text,
+        plots=plots,
+        template=template,
+    )
+
+
+def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None) -> Path:
+    """Re-render ``README.md`` of an export folder (see :func:`folder_card`) atomically; returns its path."""
+    from .hubs import _write_text_atomic
+
+    card = folder_card(folder, repo_id=repo_id, template=template)
+    path = Path(folder) / "README.md"
+    _write_text_atomic(path, str(card))
+    return path

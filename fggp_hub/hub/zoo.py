@@ -55,6 +55,7 @@ class ZooEntry:
     sparsity: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = "package"
+    method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -161,9 +162,15 @@ def register(
     dataset: str | None = None,
     sparsity: float | None = None,
     metrics: dict[str, Any] | None = None,
+    method: str | None = None,
     overwrite: bool = False,
 ) -> ZooEntry:
-    """Add a name to the user's zoo index (pin ``revision`` to a commit sha for reproducibility)."""
+    """Add a name to the user's zoo index (pin ``revision`` to a commit sha for reproducibility).
+
+    ``metrics`` are the expected results (``top1``, ``top5`` in percent; load() checks them
+    against the repo) and may carry the file sizes ``compact_bytes`` / ``dense_bytes`` that
+    ``fggp-hub list`` shows while the repo is not downloaded.
+    """
     if not is_zoo_name(name):
         raise InvalidNameError(f"invalid zoo name {name!r}: use {{arch}}-{{dataset}}-s{{sparsity}}[-{{variant}}], e.g. vgg19-cifar10-s95")
     validate_repo_id(repo_id)
@@ -173,7 +180,7 @@ def register(
     existing = _read_index(path, "user")
     if any(e.name == name for e in existing) and not overwrite:
         raise InvalidNameError(f"zoo name {name!r} is already registered in {path}: pass overwrite=True to replace it")
-    entry = ZooEntry(name, repo_id, revision, hub, architecture, dataset, sparsity, dict(metrics or {}), source="user")
+    entry = ZooEntry(name, repo_id, revision, hub, architecture, dataset, sparsity, dict(metrics or {}), source="user", method=method)
     models = [e.to_dict() for e in existing if e.name != name] + [entry.to_dict()]
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_text_atomic(path, json.dumps({"schema_version": SCHEMA_VERSION, "models": models}, indent=2) + "\n")
