@@ -1,6 +1,7 @@
 """fggp-hub: FGGP gradual pruning for timm models, and a sparse checkpoint hub."""
 from . import models as _models  # noqa: F401  (registers the CIFAR architectures with timm)
 from .pruning import CubicSchedule, Pruner, prune_step, sparsity_stats
+from .inference import sparsify_for_inference
 from .hub import (  # sparse checkpoints on the Hub
     CorruptCheckpointError,
     FggpHubError,
@@ -31,5 +32,6 @@ __all__ = [
     "pull",
     "push",
     "sparsity_stats",
+    "sparsify_for_inference",
     "__version__",
 ]

@@ -1,0 +1,19 @@
+"""Typed errors of sparse inference: one line each, saying what was wrong and what to do."""
+from __future__ import annotations
+
+__all__ = ["SparseInferenceError", "TrainingModeError", "SparsifyArgumentError"]
+
+
+class SparseInferenceError(Exception):
+    """Base class; the message is always a single line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class TrainingModeError(SparseInferenceError, RuntimeError):
+    """The model is in training mode, or an input needs gradients: sparse inference is eval-only."""
+
+
+class SparsifyArgumentError(SparseInferenceError, ValueError):
+    """An argument of :func:`sparsify_for_inference` is invalid (batch sizes, input size, force)."""

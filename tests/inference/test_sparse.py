@@ -1,0 +1,332 @@
+"""Sparse CPU inference: logits equal to the dense-with-zeros model, per-layer choices, guards.
+
+No timing assertions: the per-layer choice depends on the machine, so correctness
+is checked for the measured choice and for both forced kernels.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import fggp_hub
+from fggp_hub.inference import (
+    SparseConv2d,
+    SparseInferenceLayer,
+    SparseLinear,
+    SparsifyArgumentError,
+    TrainingModeError,
+    conv_bn_pairs,
+    format_inference_report,
+    inference_report,
+    sparsify_for_inference,
+)
+from fggp_hub.pruning import prunable_parameters
+
+TOL = 1e-4  # relative to the largest logit
+
+
+@pytest.fixture(autouse=True)
+def _short_timing(monkeypatch):
+    """Time each kernel for ``repeats`` rounds only: these tests check results, not speed."""
+    monkeypatch.setattr("fggp_hub.inference.sparse._MIN_TIME_S", 0.0)
+
+
+class TinyVgg(nn.Module):
+    """VGG-style net with a two-Linear head; its input check defeats torch.fx (exercises the fold fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, 96), nn.ReLU(inplace=True), nn.Linear(96, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # data-dependent Python control flow: symbolic tracing fails here
+            raise ValueError("expected NCHW input")
+        return self.head(self.features(x))
+
+
+def _make(name: str) -> nn.Module:
+    if name == "tiny_vgg":
+        return TinyVgg()
+    if name == "test_vit":
+        return timm.create_model("test_vit", img_size=32, num_classes=10)
+    if name == "small_vgg_cifar":  # the package's VGG class, narrow, built through timm
+        return timm.create_model("fggp_vgg19_bn_cifar", layout=(16, "M", 32, 32, "M", 64, "M", 64, 64))
+    return timm.create_model(name)
+
+
+@torch.no_grad()
+def _pruned(name: str, sparsity: float, kind: str, seed: int = 0) -> nn.Module:
+    """A model with non-trivial BN statistics and biases, pruned globally (magnitude) or at random, in eval mode."""
+    torch.manual_seed(seed)
+    model = _make(name)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.2)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            m.bias.normal_(0, 0.1)
+    params = prunable_parameters(model)
+    if kind == "global":
+        scores = torch.cat([p.abs().flatten() for p in params.values()])
+        threshold = scores.kthvalue(int(sparsity * scores.numel())).values
+        for p in params.values():
+            p.mul_(p.abs() > threshold)
+    else:
+        for p in params.values():
+            p.mul_(torch.rand_like(p) >= sparsity)
+    return model.eval()
+
+
+def _input(name: str, batch: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_same_logits(ref: torch.Tensor, out: torch.Tensor) -> None:
+    assert out.shape == ref.shape
+    scale = ref.abs().max()
+    assert scale > 0
+    rel = float((out - ref).abs().max() / scale)
+    assert rel <= TOL, f"max relative logit error {rel:.2e} > {TOL}"
+    # argmax must agree wherever the top-2 gap is clearly above the tolerance
+    top2 = ref.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 10 * TOL * scale
+    assert torch.equal(out.argmax(-1)[clear], ref.argmax(-1)[clear])
+
+
+def _input_size(name: str) -> tuple[int, int, int] | None:
+    return (3, 32, 32) if name in ("test_vit", "tiny_vgg") else None
+
+
+@pytest.mark.parametrize("name", ["fggp_resnet20_cifar", "small_vgg_cifar", "tiny_vgg", "test_vit"])
+@pytest.mark.parametrize(
+    "sparsity, kind, force",
+    [
+        (0.9, "global", None),  # kernels chosen by timing (whatever this machine picks)
+        (0.98, "global", None),
+        (0.98, "random", None),
+        (0.9, "global", "sparse"),
+        (0.98, "global", "sparse"),
+        (0.9, "random", "sparse"),
+        (0.9, "global", "dense"),
+    ],
+)
+def test_logits_match_dense_model(name, sparsity, kind, force):
+    model = _pruned(name, sparsity, kind)
+    fast = sparsify_for_inference(
+        model, batch_sizes=(1, 8), input_size=_input_size(name), force=force, repeats=1, min_speedup=1.0
+    )
+    layers = [m for m in fast.modules() if isinstance(m, SparseInferenceLayer)]
+    assert layers
+    if force is not None:
+        assert all(layer.mode_for(b) == force for layer in layers for b in (1, 3, 8))
+    for batch in (1, 8):
+        x = _input(name, batch)
+        with torch.inference_mode():
+            _assert_same_logits(model(x), fast(x))
+
+
+def test_forced_sparse_runs_the_csr_kernel_everywhere():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "global")
+    fast = sparsify_for_inference(model, force="sparse")
+    layers = [m for m in fast.modules() if isinstance(m, SparseInferenceLayer)]
+    assert len(layers) == 20  # 19 convs + fc
+    assert all(layer.weight is None and layer.values is not None for layer in layers)  # dense storage freed
+    with torch.inference_mode():
+        _assert_same_logits(model(_input("r", 4)), fast(_input("r", 4)))
+        with pytest.raises(RuntimeError, match="no dense weight"):
+            layers[0].run(_input("r", 1), "dense")
+
+
+def test_original_model_is_untouched():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "global")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = {n: type(m) for n, m in model.named_modules()}
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    fast = sparsify_for_inference(model, batch_sizes=(1, 4), repeats=1)
+    assert fast is not model
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert {n: type(m) for n, m in model.named_modules()} == types
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(fast.bn1, nn.Identity)
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+def test_batchnorm_folding_keeps_the_zero_pattern():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "global")
+    pairs, how = conv_bn_pairs(model)
+    assert how == "fx" and len(pairs) == 19 and ("layer1.0.conv1", "layer1.0.bn1") in pairs
+    fast = sparsify_for_inference(model, force="dense")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    for name in ("conv1", "layer2.1.conv2", "layer3.2.conv1"):
+        original = model.get_submodule(name).weight
+        folded = fast.get_submodule(name).weight
+        assert torch.equal(original == 0, folded == 0)
+    info = inference_report(fast)
+    assert info["fold_method"] == "fx" and len(info["folded_batchnorms"]) == 19
+
+
+def test_fold_falls_back_to_sequential_pairs_when_tracing_fails():
+    model = _pruned("tiny_vgg", 0.9, "global")
+    pairs, how = conv_bn_pairs(model)
+    assert how == "sequential"
+    assert pairs == [
+        ("features.0", "features.1"),
+        ("features.4", "features.5"),
+        ("features.8", "features.9"),
+        ("features.11", "features.12"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, dilation, bias, hw",
+    [
+        (3, 1, 1, 1, True, 8),
+        (3, 1, 1, 1, False, 2),  # batch 1 takes the F.unfold path at <= 16 output pixels
+        (1, 1, 0, 1, True, 5),  # 1x1: columns are a view at batch 1
+        (1, 2, 0, 1, False, 6),
+        (3, 2, 1, 1, True, 7),
+        (3, 1, 2, 2, True, 9),
+        ((3, 1), (2, 1), (1, 0), 1, True, 6),
+        (5, 3, 0, 1, True, 11),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sparse_conv_matches_conv2d(kernel, stride, padding, dilation, bias, hw, batch, channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
+    x = torch.randn(batch, 6, hw, hw + 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    layer = SparseConv2d(conv.eval())
+    with torch.inference_mode():
+        ref = conv(x)
+        for mode in ("sparse", "dense"):
+            out = layer.run(x, mode)
+            assert out.shape == ref.shape
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 12), (5, 12), (2, 3, 12)])
+def test_sparse_linear_matches_linear(shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(12, 7)
+    with torch.no_grad():
+        linear.weight.mul_(torch.rand_like(linear.weight) > 0.8)
+    layer = SparseLinear(linear.eval())
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        ref = linear(x)
+        out = layer.run(x, "sparse")
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_choice_dispatches_on_batch_size():
+    torch.manual_seed(0)
+    layer = SparseLinear(nn.Linear(8, 4).eval())
+    layer.set_decisions({1: "sparse", 64: "dense"})
+    modes = [layer.mode_for(b) for b in (1, 2, 7, 8, 9, 64, 512)]
+    assert modes == ["sparse", "sparse", "sparse", "dense", "dense", "dense", "dense"]  # nearest in log scale, ties up
+    assert layer.weight is not None and layer.values is not None  # both kernels in use: both kept
+    layer.set_decisions({1: "dense", 64: "dense"})
+    assert layer.values is None
+    with pytest.raises(ValueError, match="unknown kernel mode"):
+        layer.set_decisions({1: "csr"})
+
+
+def test_report_lists_each_layer_and_its_choice():
+    model = _pruned("fggp_resnet20_cifar", 0.98, "global")
+    fast = sparsify_for_inference(model, batch_sizes=(4, 1), repeats=1)
+    report = inference_report(fast)
+    assert report["batch_sizes"] == [1, 4] and report["force"] is None
+    assert len(report["layers"]) == 20
+    for name, layer in report["layers"].items():
+        assert set(layer["decisions"]) == {1, 4}
+        assert set(layer["decisions"].values()) <= {"dense", "sparse"}
+        if name == "conv1":  # first conv is not pruned: below min_sparsity, kept dense untimed
+            assert layer["sparsity"] == 0.0 and not layer["timings_s"]
+            assert layer["decisions"] == {1: "dense", 4: "dense"}
+        else:
+            assert set(layer["timings_s"]) == {1, 4}
+    table = format_inference_report(report)
+    assert "layer3.2.conv2" in table and "b4" in table
+    assert "sparsity=" in repr(fast.layer3[2].conv2)
+
+
+def test_sparsified_model_deep_copies_and_moves_dtype():
+    model = _pruned("small_vgg_cifar", 0.9, "global")
+    fast = sparsify_for_inference(model, force="sparse")
+    x = _input("v", 2)
+    with torch.inference_mode():
+        out = fast(x)  # builds the CSR caches
+        twin = copy.deepcopy(fast)
+        torch.testing.assert_close(twin(x), out, rtol=0, atol=0)
+        double = copy.deepcopy(fast).double()
+        torch.testing.assert_close(double(x.double()).float(), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_training_mode_and_gradients_are_refused():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "random")
+    with pytest.raises(TrainingModeError, match="eval"):
+        sparsify_for_inference(model.train(), force="dense")
+    model.eval()
+    model.layer2.train()  # a submodule left in training mode counts too
+    with pytest.raises(TrainingModeError):
+        sparsify_for_inference(model, force="dense")
+    fast = sparsify_for_inference(model.eval(), force="sparse")
+    with pytest.raises(TrainingModeError, match="inference only"):
+        fast.train()(_input("r", 1))
+    fast.eval()
+    with pytest.raises(TrainingModeError, match="inference_mode"):
+        fast(_input("r", 1).requires_grad_())
+
+
+def test_bad_arguments_are_reported():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "random")
+    with pytest.raises(SparsifyArgumentError, match="force"):
+        sparsify_for_inference(model, force="fast")
+    with pytest.raises(SparsifyArgumentError, match="batch_sizes"):
+        sparsify_for_inference(model, batch_sizes=())
+    with pytest.raises(SparsifyArgumentError, match="batch_sizes"):
+        sparsify_for_inference(model, batch_sizes=(1, 0))
+    with pytest.raises(SparsifyArgumentError, match="input_size"):
+        sparsify_for_inference(TinyVgg().eval())  # no pretrained_cfg
+    with pytest.raises(SparsifyArgumentError, match="input_size"):
+        sparsify_for_inference(model, batch_sizes=(1,), input_size=(5, 32, 32))  # the model takes 3 channels
+
+
+def test_unsupported_layers_stay_as_they_are():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 3, padding="same"),
+        nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"),
+    ).eval()
+    fast = sparsify_for_inference(model, force="sparse")
+    assert isinstance(fast[0], SparseConv2d)
+    assert all(type(fast[i]) is nn.Conv2d for i in (1, 2, 3))
+    skipped = inference_report(fast)["skipped_layers"]
+    assert set(skipped) == {"1", "2", "3"} and "groups=8" in skipped["1"]
+    x = torch.randn(2, 4, 6, 6)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_exported_at_package_level():
+    assert fggp_hub.sparsify_for_inference is sparsify_for_inference
+    assert "sparsify_for_inference" in fggp_hub.__all__
