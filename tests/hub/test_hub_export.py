@@ -242,11 +242,11 @@ def test_killed_export_leaves_the_old_folder(exported, tmp_path):
         f"""
         import os, timm, fggp_hub, safetensors.torch
         from fggp_hub.hub import sparse_format
-        real = sparse_format._st_save_file
-        def crash(tensors, path, metadata=None):
-            real(tensors, path, metadata=metadata)
-            os._exit(9)  # power cut right after the compact file hit the disk
-        sparse_format._st_save_file = crash
+        real = sparse_format.canonical_header
+        def crash(data):
+            out = real(data)
+            os._exit(9)  # power cut while the compact file is being written
+        sparse_format.canonical_header = crash
         model = timm.create_model("fggp_resnet20_cifar")
         fggp_hub.export(model, {str(folder)!r}, pruning="gmp")
         """
