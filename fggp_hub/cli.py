@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -565,9 +566,17 @@ def _cmd_eval(args) -> int:
     if args.batch_size < 1:
         raise CliError("--batch-size must be >= 1")
     card = card_metrics(args.name, hub=args.hub, revision=args.revision)
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch`: shard the test set
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
     measured = evaluate_model(args.name, hub=args.hub, revision=args.revision, dataset=args.dataset, split=args.split,
-                              num_images=args.num_images, batch_size=args.batch_size, device=args.device,
+                              num_images=args.num_images, batch_size=args.batch_size,
+                              device=None if accelerator else args.device, accelerator=accelerator,
                               measure_latency=not args.no_latency, progress=not args.no_progress)
+    if accelerator is not None and not accelerator.is_main_process:
+        return 0  # one process reports and writes
     rows = compare_with_card(measured, card, tolerances)
     failed = [r for r in rows if not r.get("ok")]
     if args.output:
