@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 ENV_INDEX = "FGGP_ZOO_INDEX"
+ENV_PACKAGE_INDEX = "FGGP_ZOO_PACKAGE_INDEX"  # replaces the shipped index (an empty file: no packaged names)
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(
     r"^(?P<arch>[a-z][a-z0-9]*)-(?P<dataset>[a-z][a-z0-9]*)-s(?P<sparsity>\d{1,2}(?:p\d{1,3})?)(?:-(?P<variant>[a-z0-9][a-z0-9_]*))?$"
@@ -125,8 +126,13 @@ def _read_index(path: Path, source: str) -> list[ZooEntry]:
     return entries
 
 
+def package_index_path() -> Path:
+    """The index shipped with the package, or ``$FGGP_ZOO_PACKAGE_INDEX`` (e.g. an isolated test)."""
+    return Path(os.environ.get(ENV_PACKAGE_INDEX) or _PACKAGE_INDEX).expanduser()
+
+
 def _all_entries() -> dict[str, ZooEntry]:
-    entries = {e.name: e for e in _read_index(_PACKAGE_INDEX, "package")}
+    entries = {e.name: e for e in _read_index(package_index_path(), "package")}
     entries.update({e.name: e for e in _read_index(user_index_path(), "user")})
     return entries
 

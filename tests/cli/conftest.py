@@ -29,7 +29,9 @@ def cli_env(tmp_path_factory) -> Cli:
     _head(next(cifar.glob("train-*.parquet")), data / "train-00000-of-00001.parquet", TRAIN_IMAGES)
     _head(next(cifar.glob("test-*.parquet")), data / "test-00000-of-00001.parquet", TEST_IMAGES)
     env = {k: v for k, v in os.environ.items() if k not in ("FGGP_HUB", "FGGP_ZOO_INDEX", "HF_TOKEN", "HF_ENDPOINT")}
+    (root / "no-packaged-zoo.json").write_text('{"schema_version": 1, "models": []}')
     env.update(
+        FGGP_ZOO_PACKAGE_INDEX=str(root / "no-packaged-zoo.json"),  # only the names the tests register
         FGGP_HUB_HOME=str(root / "home"),
         FGGP_CIFAR10_PATH=str(data),
         FGGP_DATA_CACHE=str(root / "data-cache"),

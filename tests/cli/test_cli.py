@@ -31,7 +31,7 @@ def run_main(cli_env, monkeypatch, capsys):
 
     from fggp_hub.cli import main
 
-    for key in ("FGGP_HUB_HOME", "FGGP_CIFAR10_PATH", "FGGP_DATA_CACHE"):
+    for key in ("FGGP_HUB_HOME", "FGGP_CIFAR10_PATH", "FGGP_DATA_CACHE", "FGGP_ZOO_PACKAGE_INDEX"):
         monkeypatch.setenv(key, cli_env.env[key])
     monkeypatch.delenv("FGGP_HUB", raising=False)
     monkeypatch.delenv("FGGP_ZOO_INDEX", raising=False)

@@ -57,6 +57,9 @@ def _isolated_home(monkeypatch, tmp_path):
     monkeypatch.setenv("FGGP_HUB_HOME", str(tmp_path / "fggp_home"))
     monkeypatch.delenv("FGGP_HUB", raising=False)
     monkeypatch.delenv("FGGP_ZOO_INDEX", raising=False)
+    empty_zoo = tmp_path / "no-packaged-zoo.json"  # only the names a test registers
+    empty_zoo.write_text('{"schema_version": 1, "models": []}')
+    monkeypatch.setenv("FGGP_ZOO_PACKAGE_INDEX", str(empty_zoo))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))

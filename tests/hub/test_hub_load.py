@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -91,12 +92,24 @@ def test_compact_and_dense_files_give_identical_weights(exported):
 
 
 # --------------------------------------------------------------------------- zoo
-def test_packaged_zoo_index_is_empty_with_schema():
+def test_packaged_zoo_index_matches_the_committed_cards(monkeypatch):
+    """Every shipped zoo name is pinned to a commit and its expected top-1 is the one on its committed card."""
     from importlib.resources import files
 
+    from fggp_hub.eval import card_metrics
+    from fggp_hub.hub.zoo import NAME_PATTERN
+
     index = json.loads(files("fggp_hub.hub").joinpath("zoo_index.json").read_text())
-    assert index["models"] == [] and index["schema_version"] == 1 and "naming" in index
-    assert fggp_hub.list_models() == []
+    assert index["schema_version"] == 1 and "naming" in index
+    monkeypatch.delenv("FGGP_ZOO_PACKAGE_INDEX")
+    assert sorted(e.name for e in fggp_hub.list_models()) == sorted(m["name"] for m in index["models"])
+    cards = Path(__file__).resolve().parents[2] / "model_cards"
+    for entry in index["models"]:
+        assert NAME_PATTERN.match(entry["name"]) and len(entry["revision"]) == 40
+        card = card_metrics(cards / entry["name"])
+        assert card["top1"] == entry["metrics"]["top1"] and card["sparsity"] == pytest.approx(entry["sparsity"], abs=1e-6)
+        config = json.loads((cards / entry["name"] / "config.json").read_text())
+        assert config["architecture"] == entry["architecture"]
 
 
 def test_zoo_names_resolve_to_pinned_revisions(exported, pruned_resnet20):
