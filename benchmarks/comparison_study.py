@@ -41,10 +41,11 @@ def run_key(method: str, sparsity: float, seed: int) -> str:
 
 def export_name(method: str, sparsity: float, seed: int) -> str:
     """Zoo-style names: seed 0 is the published entry, other seeds say their seed."""
-    name = f"resnet20-cifar10-s{round(sparsity * 100)}"
-    if method != "fggp":
-        name += "-" + method.replace("_", "-")
-    return name + (f"-seed{seed}" if seed else "")
+    variant = [method] if method != "fggp" else []
+    if seed:
+        variant.append(f"seed{seed}")
+    # a zoo name has one variant field: its parts are joined with "_" (e.g. gmp_seed1)
+    return f"resnet20-cifar10-s{round(sparsity * 100)}" + ("-" + "_".join(variant) if variant else "")
 
 
 def read_results(path: Path = RESULTS) -> list[dict]:

@@ -382,17 +382,6 @@ def _build(arch: str, state: dict, num_classes: int | None, model_args: dict):
     return model.eval()
 
 
-def _default_name(cfg) -> str:
-    """The name recipes/prune.py gives a run's export when export.name is unset (kept in sync with it)."""
-    arch = cfg.model.replace("fggp_", "").replace("_bn_cifar", "").replace("_cifar", "")
-    dataset = "cifar10" if cfg.data.dataset in ("cifar10", "uoft-cs/cifar10") or "cifar10" in cfg.data.dataset else "custom"
-    sparsity = round(cfg.pruning.final_sparsity * 100)
-    suffix = "" if cfg.pruning.method == "fggp" else f"-{cfg.pruning.method.replace('_', '-')}"
-    if cfg.pruning.initial_sparsity > 0:
-        suffix += "-erk"
-    return f"{arch}-{dataset}-s{sparsity}{suffix}"
-
-
 def _dataset_label(cfg) -> str:
     """The label recipes/prune.py writes: the shared (JPEG) copy unless CIFAR-10 came from the Hub."""
     from .constants import CIFAR10_JPEG_LABEL
@@ -456,7 +445,7 @@ def _cmd_export(args) -> int:
         results = _read_json(args.results, "results") if args.results else None
         name = args.name
     else:
-        from .recipes import load_recipe
+        from .recipes import default_export_name, load_recipe
 
         run, checkpoint = _find_checkpoint(source, args.step)
         state = _read_state_dict(checkpoint / "model.safetensors")
@@ -500,7 +489,7 @@ def _cmd_export(args) -> int:
                           recipe=args.recipe or recipe_to_dict(cfg), schedule=schedule,
                           dense_top1=cfg.export.dense_baseline_top1)
             kwargs.setdefault("dataset", _dataset_label(cfg))
-            name = args.name or cfg.export.name or _default_name(cfg)
+            name = args.name or cfg.export.name or default_export_name(cfg)
             if args.train_command is None:
                 args.train_command = "accelerate launch recipes/prune.py --recipe recipe.yaml"
     if args.dataset is not None:

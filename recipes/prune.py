@@ -32,7 +32,7 @@ from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make
 from fggp_hub.data.streaming import _collate
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub.constants import CIFAR10_JPEG_LABEL, CIFAR10_MEAN, CIFAR10_STD
-from fggp_hub.recipes import RecipeError, load_recipe, recipe_to_dict
+from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
 
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---------------------------------------------------------------- export
     if not cfg.export.enabled:
         return 0
-    name = cfg.export.name or _default_name(cfg)
+    name = cfg.export.name or default_export_name(cfg)
     command = "accelerate launch recipes/prune.py " + shlex.join(
         ["--recipe", str(recipe_path)] + [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--recipe", str(recipe_path))])
     folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
@@ -367,16 +367,6 @@ def _dataset_label(cfg, train) -> str:
     if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
         return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded
     return source
-
-
-def _default_name(cfg) -> str:
-    arch = cfg.model.replace("fggp_", "").replace("_bn_cifar", "").replace("_cifar", "")
-    dataset = "cifar10" if cfg.data.dataset in ("cifar10", "uoft-cs/cifar10") or "cifar10" in cfg.data.dataset else "custom"
-    sparsity = round(cfg.pruning.final_sparsity * 100)
-    suffix = "" if cfg.pruning.method == "fggp" else f"-{cfg.pruning.method.replace('_', '-')}"
-    if cfg.pruning.initial_sparsity > 0:
-        suffix += "-erk"
-    return f"{arch}-{dataset}-s{sparsity}{suffix}"
 
 
 def _find_checkpoint(out_dir: Path, resume: str) -> Path:

@@ -19,7 +19,7 @@ import yaml
 
 from ..pruning import METHODS
 
-__all__ = ["RecipeError", "Recipe", "load_recipe", "parse_overrides", "recipe_to_dict"]
+__all__ = ["RecipeError", "Recipe", "default_export_name", "load_recipe", "parse_overrides", "recipe_to_dict"]
 
 
 class RecipeError(ValueError):
@@ -119,6 +119,20 @@ class Recipe:
         if t.mixed_precision not in ("no", "bf16", "fp16"):
             raise RecipeError(f"train.mixed_precision: must be no, bf16 or fp16, got {t.mixed_precision!r}")
         return self
+
+
+def default_export_name(recipe: Recipe) -> str:
+    """The zoo-style name of a run's export when ``export.name`` is unset, e.g. ``vgg19-cifar10-s95-gmp_erk``.
+
+    A zoo name has one variant field, so its parts (method, ERK start) are joined with "_".
+    """
+    arch = recipe.model.replace("fggp_", "").replace("_bn_cifar", "").replace("_cifar", "")
+    dataset = "cifar10" if recipe.data.dataset in ("cifar10", "uoft-cs/cifar10") or "cifar10" in recipe.data.dataset else "custom"
+    sparsity = round(recipe.pruning.final_sparsity * 100)
+    variant = [] if recipe.pruning.method == "fggp" else [recipe.pruning.method]
+    if recipe.pruning.initial_sparsity > 0:
+        variant.append("erk")
+    return f"{arch}-{dataset}-s{sparsity}" + ("-" + "_".join(variant) if variant else "")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
