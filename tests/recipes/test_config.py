@@ -68,3 +68,16 @@ def test_bad_recipe_files(tmp_path):
     typo.write_text("pruning:\n  final_sparsty: 0.9\n")
     with pytest.raises(RecipeError, match="pruning.final_sparsty.*did you mean pruning.final_sparsity"):
         load_recipe(typo)
+
+
+def test_default_export_names_are_valid_zoo_names():
+    from fggp_hub.hub.zoo import is_zoo_name
+    from fggp_hub.pruning import METHODS
+    from fggp_hub.recipes import default_export_name
+
+    for path in sorted(RECIPES.glob("*_cifar10_s*.yaml")):
+        for method in METHODS:
+            name = default_export_name(load_recipe(path, ["--pruning.method", method]))
+            assert is_zoo_name(name), name
+    erk = load_recipe(RECIPES / "vgg19_cifar10_s95_erk.yaml", ["--pruning.method", "gmp"])
+    assert default_export_name(erk) == "vgg19-cifar10-s95-gmp_erk"
