@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "study_resnet20_cifar10.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "study.jsonl"
 PLOT = ROOT / "benchmarks" / "results" / "study_accuracy_vs_sparsity.png"
+README = ROOT / "benchmarks" / "README.md"
+_BEGIN, _END = "<!-- study:begin", "<!-- study:end -->"
 DEFAULT_METHODS = ("fggp", "gmp", "magnitude_first_annealed")
 DEFAULT_SPARSITIES = (0.9, 0.95, 0.98)
 DEFAULT_SEEDS = (0, 1)
@@ -88,12 +90,22 @@ def run_one(method: str, sparsity: float, seed: int, runs_dir: Path, extra: list
         "loss": results["loss"], "num_images": results["num_images"],
         "sparsity": results["sparsity"], "sparsity_all_params": results["sparsity_all_params"],
         "optimizer_steps": results["optimizer_steps"], "train_wall_s": results["train_wall_s"],
+        # older runner versions timed only the last segment of a resumed run
+        "train_wall_complete": "resumed" in results or "--resume" not in overrides,
         "command_wall_s": time.perf_counter() - started, "mask_sha256": results["mask_sha256"],
         "recipe": str(RECIPE.relative_to(ROOT)), "overrides": overrides, "commit": _git_commit(),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}",
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dataset": "CIFAR-10 (JPEG-q75 copy)",
     }
+
+
+def _wall_complete(record: dict) -> bool:
+    return record.get("train_wall_complete", "--resume" not in record.get("overrides", []))
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -112,7 +124,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "top1_min": min(top1), "top1_max": max(top1),
             "best_after_pruning_mean": statistics.fmean(best) if best else None,
             "sparsity_mean": statistics.fmean(r["sparsity"] for r in runs),
-            "train_min_mean": statistics.fmean(r["train_wall_s"] for r in runs) / 60,
+            "train_min_mean": _mean_or_none([r["train_wall_s"] / 60 for r in runs if _wall_complete(r)]),
         })
     return rows
 
@@ -122,10 +134,11 @@ def markdown_table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = f"{r['best_after_pruning_mean']:.2f}" if r["best_after_pruning_mean"] is not None else "—"
+        minutes = f"{r['train_min_mean']:.1f}" if r["train_min_mean"] is not None else "—"
         lines.append(
             f"| {r['target_sparsity']:.0%} | {r['method']} | {r['runs']} ({','.join(map(str, r['seeds']))}) | "
             f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {r['top1_min']:.2f}–{r['top1_max']:.2f} | {best} | "
-            f"{r['sparsity_mean']:.4f} | {r['train_min_mean']:.1f} |")
+            f"{r['sparsity_mean']:.4f} | {minutes} |")
     return "\n".join(lines)
 
 
@@ -157,6 +170,41 @@ def plot(records: list[dict], path: Path = PLOT) -> Path:
     return path
 
 
+def readme_section(records: list[dict], rows: list[dict]) -> str:
+    """The study's section of benchmarks/README.md: setting, table, plot, how to reproduce."""
+    seeds = sorted({r["seed"] for r in records})
+    methods = sorted({r["method"] for r in records})
+    wall = [r["train_wall_s"] for r in records if _wall_complete(r)] or [float("nan")]
+    return "\n".join([
+        f"{len(records)} runs recorded in `results/study.jsonl` (methods: {', '.join(methods)}; seeds: "
+        f"{', '.join(map(str, seeds))}); every run is `recipes/prune.py --recipe recipes/study_resnet20_cifar10.yaml` "
+        "with only `pruning.method`, `pruning.final_sparsity` and `seed` changed.",
+        "",
+        "Setting: CIFAR ResNet-20 (0.27M parameters) on the first 10,000 training images of CIFAR-10 "
+        "(JPEG-q75 copy), 10 epochs at batch 64 (T = 1,560 steps), dt = 20, t_fin = 0.8 T, r = 0.5, "
+        "SGD Nesterov lr 0.1 with steps at epochs 5 and 8, label smoothing 0.1; test top-1 on all 10,000 "
+        f"test images. One run trains in {min(wall) / 60:.1f}–{max(wall) / 60:.1f} min on this 2-core CPU "
+        "(the longer ones shared the CPU with other work; runs resumed by an older runner, which timed only "
+        "their last segment, show —).",
+        "",
+        markdown_table(rows),
+        "",
+        "![accuracy vs sparsity](results/study_accuracy_vs_sparsity.png)",
+        "",
+        "Reproduce (skips recorded runs, resumes an interrupted one): `python benchmarks/comparison_study.py`; "
+        "redraw this section: `python benchmarks/comparison_study.py --report-only --readme`.",
+    ])
+
+
+def write_readme(section: str, path: Path = README) -> None:
+    text = path.read_text()
+    start, end = text.index(_BEGIN), text.index(_END)
+    start = text.index("\n", start) + 1  # keep the marker line itself
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text[:start] + section + "\n" + text[end:])
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
@@ -165,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "study")
     parser.add_argument("--report-only", action="store_true", help="only print the table and redraw the plot")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
+    parser.add_argument("--readme", action="store_true", help="also rewrite the study section of benchmarks/README.md")
     args, extra = parser.parse_known_args(argv)
 
     done = {r["key"] for r in read_results()}
@@ -186,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(records)
     print("\n" + markdown_table(rows))
     print(f"\nplot: {plot(records).relative_to(ROOT)}")
+    if args.readme:
+        write_readme(readme_section(records, rows))
+        print(f"updated {README.relative_to(ROOT)}")
     return 0
 
 

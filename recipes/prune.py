@@ -44,14 +44,19 @@ class RunState:
         self.epoch = 0  # completed epochs
         self.best_top1_after_pruning = None
         self.history: list[dict] = []
+        self.wall_s = 0.0  # training wall time of the segments before this one (resumed runs)
+        self.resumed = False
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "best": self.best_top1_after_pruning, "history": json.dumps(self.history)}
+        return {"epoch": self.epoch, "best": self.best_top1_after_pruning, "history": json.dumps(self.history),
+                "wall_s": self.wall_s}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
         self.best_top1_after_pruning = state["best"]
         self.history = json.loads(state["history"])
+        self.wall_s = float(state.get("wall_s", 0.0))
+        self.resumed = True
 
 
 def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     max_steps = min(cfg.train.max_steps or total_steps, total_steps)
     bar = tqdm(total=max_steps, initial=pruner.step, disable=not main_process, desc="train", unit="step")
     t_fin = schedule.t_fin if schedule else 0
-    started = time.perf_counter()
+    started, wall_before = time.perf_counter(), run.wall_s
     with _StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             if pruner.step >= max_steps:
@@ -281,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 if _stop_everywhere(accelerator, stop.requested, pruner.step, cfg.train.log_every) or pruner.step >= max_steps:
                     break
             if stop.requested:
+                run.wall_s = wall_before + time.perf_counter() - started
                 accelerator.save_state()
                 bar.close()
                 accelerator.print(f"\ninterrupted at step {pruner.step}: continue with --resume auto "
@@ -299,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator.print(f"epoch {run.epoch}: test top1 {metrics['top1']:.2f}% "
                                   f"({metrics['num_images']} images), sparsity {pruner.sparsity:.4f}")
             if cfg.train.checkpoint_every and (run.epoch % cfg.train.checkpoint_every == 0 or finished):
+                run.wall_s = wall_before + time.perf_counter() - started
                 accelerator.save_state()
     bar.close()
-    wall = time.perf_counter() - started
+    wall = wall_before + time.perf_counter() - started  # all segments of a resumed run
     accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------ evaluation
@@ -317,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer_steps": pruner.step,
         "epochs": run.epoch,
         "train_wall_s": wall,
+        "resumed": run.resumed,
         "processes": accelerator.num_processes,
         "mask_sha256": pruner.mask_fingerprint(),
         "dataset": cfg.data.dataset,
