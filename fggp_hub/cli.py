@@ -383,20 +383,19 @@ def _build(arch: str, state: dict, num_classes: int | None, model_args: dict):
 
 
 def _dataset_label(cfg) -> str:
-    """The label recipes/prune.py writes: the shared (JPEG) copy unless CIFAR-10 came from the Hub."""
-    from .constants import CIFAR10_JPEG_LABEL
-    from .data.sources import CIFAR10_HUB_ID, cifar10_source
+    """The label recipes/prune.py writes, from the recipe alone (the run's data are not loaded)."""
+    from .data.sources import cifar10_source, dataset_label
 
-    if cfg.data.dataset == "cifar10":
-        chosen, _ = cifar10_source()
-        return CIFAR10_HUB_ID if str(chosen) == CIFAR10_HUB_ID else CIFAR10_JPEG_LABEL
-    return cfg.data.dataset
+    source = str(cifar10_source()[0]) if cfg.data.dataset == "cifar10" else cfg.data.dataset
+    return dataset_label(cfg.data.dataset, source)
 
 
 def _total_steps(cfg, results: dict | None, override: int | None) -> int:
     """T of the run's cubic schedule, as recipes/prune.py computed it."""
     if override is not None:
         return override
+    if results and isinstance(results.get("total_steps"), int):
+        return results["total_steps"]  # recorded by the runner
     if results and cfg.train.max_steps is None and isinstance(results.get("optimizer_steps"), int):
         return results["optimizer_steps"]  # the run finished: it took exactly T steps
     n = cfg.data.train_subset

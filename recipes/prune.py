@@ -28,10 +28,10 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import fggp_hub
-from fggp_hub.data import BatchNormalize, load_cifar10, load_image_dataset, make_loader, make_streaming_loaders
-from fggp_hub.data.streaming import _collate
+from fggp_hub.data import (BatchNormalize, dataset_label, load_cifar10, load_image_dataset, make_loader,
+                           make_streaming_loaders)
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
-from fggp_hub.constants import CIFAR10_JPEG_LABEL, CIFAR10_MEAN, CIFAR10_STD
+from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
@@ -169,17 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         model = timm.create_model(cfg.model, num_classes=cfg.num_classes or 1000, **cfg.model_args)
         mean, std = tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
         with accelerator.main_process_first():
-            loader, test_set, train = make_streaming_loaders(
+            loader, test_loader, train = make_streaming_loaders(
                 cfg.data.dataset, train_split=cfg.data.train_split, test_split=cfg.data.test_split,
                 batch_size=per_process_batch, image_size=cfg.data.image_size, device=accelerator.device,
                 seed=cfg.seed, rank=accelerator.process_index, world_size=processes, num_workers=cfg.data.num_workers,
                 mean=mean, std=std, channels_last=cfg.train.channels_last, train_subset=cfg.data.train_subset,
-                test_subset=cfg.data.test_subset, augment=cfg.data.augment)
+                test_subset=cfg.data.test_subset, augment=cfg.data.augment, eval_batch_size=cfg.data.eval_batch_size)
         num_classes = cfg.num_classes or train.num_classes
         if num_classes != model.num_classes:
             model.reset_classifier(num_classes)
-        test_loader = torch.utils.data.DataLoader(test_set, batch_size=cfg.data.eval_batch_size,
-                                                  num_workers=cfg.data.num_workers, collate_fn=_collate)
     else:  # CIFAR-size data: decoded once into a uint8 cache, augmented on the device
         data_kwargs = dict(image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
         with accelerator.main_process_first():  # one process decodes and fills the cache
@@ -322,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "sparsity": stats["sparsity"],
         "sparsity_all_params": stats["sparsity_all_params"],
         "optimizer_steps": pruner.step,
+        "total_steps": total_steps,  # T of the schedule (fggp-hub export rebuilds the schedule from it)
         "epochs": run.epoch,
         "train_wall_s": wall,
         "resumed": run.resumed,
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "accelerate launch recipes/prune.py " + shlex.join(
         ["--recipe", str(recipe_path)] + [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--recipe", str(recipe_path))])
     folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
-                             recipe=recipe_to_dict(cfg), results=results, dataset=_dataset_label(cfg, train),
+                             recipe=recipe_to_dict(cfg), results=results, dataset=dataset_label(cfg.data.dataset, str(train.source)),
                              dense_top1=cfg.export.dense_baseline_top1, schedule=schedule, command=command, name=name)
     repo_id = cfg.export.push_to or f"local/{name}"
     revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
@@ -368,13 +367,6 @@ def _stop_everywhere(accelerator, requested: bool, step: int, every: int) -> boo
         return False
     flag = torch.tensor([1.0 if requested else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, "sum").item() > 0)
-
-
-def _dataset_label(cfg, train) -> str:
-    source = str(getattr(train, "source", None) or train.description)
-    if cfg.data.dataset == "cifar10" and "uoft-cs/cifar10" not in source:
-        return CIFAR10_JPEG_LABEL  # the shared copy: its pixels are JPEG-degraded
-    return source
 
 
 def _find_checkpoint(out_dir: Path, resume: str) -> Path:

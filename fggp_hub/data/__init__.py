@@ -16,7 +16,7 @@ from .errors import DataSourceError, DatasetFormatError, DatasetUnavailableError
 from .load import load_cifar10, load_image_dataset
 from .loader import BatchLoader, make_loader
 from .streaming import StreamingLoader, make_streaming_loaders, open_image_source
-from .sources import CIFAR10_HUB_ID, CIFAR10_PATH_ENV, ResolvedSource, detect_columns, resolve_source
+from .sources import CIFAR10_HUB_ID, CIFAR10_PATH_ENV, ResolvedSource, dataset_label, detect_columns, resolve_source
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -33,6 +33,7 @@ __all__ = [
     "ResolvedSource",
     "StreamingLoader",
     "crop_flip",
+    "dataset_label",
     "decode_image",
     "default_cache_dir",
     "detect_columns",

@@ -37,6 +37,7 @@ __all__ = [
     "ResolvedSource",
     "SourceLike",
     "cifar10_source",
+    "dataset_label",
     "detect_columns",
     "open_split",
     "resolve_source",
@@ -169,6 +170,19 @@ def cifar10_source(source: SourceLike | None = None) -> tuple[SourceLike, str]:
     if env:
         return Path(env), f"${CIFAR10_PATH_ENV}"
     return CIFAR10_HUB_ID, f"the default Hub id ({CIFAR10_PATH_ENV} is not set)"
+
+
+def dataset_label(dataset: str, source: str) -> str:
+    """The name results carry: the shared CIFAR-10 copy is JPEG-degraded, so it is labelled as such.
+
+    ``dataset`` is the recipe's ``data.dataset`` (``"cifar10"`` or a source), ``source`` where the
+    images really came from (a path, a Hub id or a description).
+    """
+    if dataset == "cifar10" and CIFAR10_HUB_ID not in source:
+        from fggp_hub.constants import CIFAR10_JPEG_LABEL
+
+        return CIFAR10_JPEG_LABEL
+    return source or dataset
 
 
 def open_split(src: ResolvedSource, *,

@@ -14,6 +14,7 @@ order of an epoch is a permutation seeded with ``(seed, e)``; so a resumed run
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -36,8 +37,8 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".t
 class ImageSource(Dataset):
     """Random access to ``(PIL image, label)`` of one split, with its class names."""
 
-    def __init__(self, get: Callable[[int], tuple[Any, int]], length: int, classes: tuple[str, ...], description: str):
-        self._get, self._length, self.classes, self.description = get, length, classes, description
+    def __init__(self, get: Callable[[int], tuple[Any, int]], length: int, classes: tuple[str, ...], source: str):
+        self._get, self._length, self.classes, self.source = get, length, classes, source
 
     def __len__(self) -> int:
         return self._length
@@ -68,7 +69,9 @@ def open_image_source(source: str | os.PathLike, split: str, *, name: str | None
     path = Path(os.fspath(source)).expanduser()
     if path.is_dir() and (path / split).is_dir() and not any((path / split).glob("*.parquet")):
         return _image_folder(path / split)
-    if path.is_dir() and not (path / split).exists() and not any(path.rglob("*.parquet")):
+    # parquet shards sit at the top or one level down (data/); never walk a whole ImageFolder tree
+    if path.is_dir() and not (path / split).exists() and not any(path.glob("*.parquet")) \
+            and not any(path.glob("*/*.parquet")):
         raise DatasetFormatError(
             f"{path} has no '{split}' folder: an ImageFolder source needs {path}/{split}/<class>/<image> "
             f"(set data.train_split / data.test_split to the folder names, e.g. train and val).")
@@ -161,8 +164,6 @@ class StreamingLoader:
         self.epoch = int(epoch)
 
     def skip_first_batches(self, num_batches: int) -> StreamingLoader:
-        import copy
-
         other = copy.copy(self)
         other._skip = int(num_batches)
         return other
@@ -197,11 +198,11 @@ def make_streaming_loaders(source: str | os.PathLike, *, train_split: str, test_
                            image_size: int, device: torch.device | str, seed: int, rank: int, world_size: int,
                            num_workers: int, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool,
                            train_subset: int | None = None, test_subset: int | None = None,
-                           augment: bool = True) -> tuple[StreamingLoader, Dataset, ImageSource]:
-    """The runner's ImageNet-style data: a training :class:`StreamingLoader`, the test Dataset, the train source.
+                           augment: bool = True, eval_batch_size: int = 256) -> tuple[StreamingLoader, DataLoader, ImageSource]:
+    """The runner's ImageNet-style data: a training :class:`StreamingLoader`, the test DataLoader, the train source.
 
-    The test Dataset yields uint8 centre crops; wrap it in a DataLoader and let
-    ``accelerator.prepare`` shard it (``gather_for_metrics`` then counts every image once).
+    The test loader yields uint8 centre crops in order; let ``accelerator.prepare`` shard it
+    (``gather_for_metrics`` then counts every image once).
     """
     from timm.data import create_transform
 
@@ -218,4 +219,5 @@ def make_streaming_loaders(source: str | os.PathLike, *, train_split: str, test_
     normalize = BatchNormalize(mean, std, channels_last=channels_last).to(device)
     loader = StreamingLoader(train, batch_size, device=device, seed=seed, drop_last=True, rank=rank,
                              world_size=world_size, num_workers=num_workers, normalize=normalize, limit=train_subset)
-    return loader, test, train_source
+    test_loader = DataLoader(test, batch_size=eval_batch_size, num_workers=num_workers, collate_fn=_collate)
+    return loader, test_loader, train_source

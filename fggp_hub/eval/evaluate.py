@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..constants import CIFAR10_JPEG_LABEL, CIFAR10_MEAN, CIFAR10_STD
+from ..constants import CIFAR10_MEAN, CIFAR10_STD
+from ..data.sources import dataset_label
 from .errors import EvalError
 from .flops import count_macs
 from .latency import latency_keys
@@ -41,13 +42,6 @@ def load_metric(name: str, config_name: str | None = None):
         known = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
         raise EvalError(f"no metric module {name!r} in {METRICS_DIR}: use one of {', '.join(known)}")
     return evaluate.load(str(path), config_name, keep_in_memory=True)
-
-
-def dataset_label(dataset: str, source: str) -> str:
-    """The label results carry: the shared CIFAR-10 copy is JPEG-degraded, so it is named as such."""
-    if dataset == "cifar10" and "uoft-cs/cifar10" not in source:
-        return CIFAR10_JPEG_LABEL
-    return source or dataset
 
 
 # --------------------------------------------------------------------------- pieces

@@ -97,7 +97,7 @@ def test_streaming_loader_is_seeded_sharded_and_resumable(tiny_imagefolder):
                                       num_workers=0, mean=(0.5,) * 3, std=(0.25,) * 3, channels_last=False)
 
     loader, test, source = loaders()
-    assert source.num_classes == 3 and len(test) == 12 and len(loader) == 6
+    assert source.num_classes == 3 and len(test.dataset) == 12 and len(loader) == 6
     first = list(loader)  # epoch 0
     again, _, _ = loaders()
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
