@@ -4,7 +4,8 @@
     accelerate launch recipes/prune.py --recipe recipes/vgg19_cifar10_s95.yaml
     python recipes/prune.py                                   # the quick CPU recipe
     python recipes/prune.py --recipe recipes/quick_cpu.yaml --train.epochs 2 --pruning.method gmp
-    python recipes/prune.py --recipe ... --resume auto        # continue the newest checkpoint
+    python recipes/prune.py --recipe ... --resume auto        # continue the newest complete checkpoint
+    python recipes/prune.py --recipe ... --overwrite          # start an existing output_dir over
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/prune.py ...
 
 Every recipe key can be overridden as ``--section.key VALUE``. Read top to bottom:
@@ -15,9 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import timm
@@ -33,6 +36,7 @@ from fggp_hub.data import (BatchNormalize, dataset_label, load_cifar10, load_ima
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
+from fggp_hub.recipes import run_folder
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
 
@@ -59,10 +63,31 @@ class RunState:
         self.resumed = True
 
 
-def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
-    """``--recipe PATH`` plus shortcuts (--resume, --init-from, --push-to) and dotted overrides."""
+def recipe_help() -> str:
+    """Every recipe key with its default, for ``--help`` (the dataclasses are the schema)."""
+    import dataclasses
+
+    from fggp_hub.recipes import Recipe
+
+    lines = ["recipe keys (override any as --section.key VALUE; defaults shown):"]
+
+    def walk(obj, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                lines.append(f"  --{prefix}{f.name} {value!r}")
+
+    walk(Recipe(), "")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str], bool]:
+    """``--recipe PATH``, ``--overwrite``, shortcuts (--resume, --init-from, --push-to, --output-dir), dotted overrides."""
     recipe = QUICK_RECIPE
     overrides: list[str] = []
+    overwrite = False
     shortcuts = {"--resume": "--resume", "--init-from": "--init_from", "--push-to": "--export.push_to", "--output-dir": "--output_dir"}
     i = 0
     while i < len(argv):
@@ -70,21 +95,25 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
         key, eq, value = arg.partition("=")
         if key in ("-h", "--help"):
             print(__doc__)
+            print(recipe_help())
             sys.exit(0)
-        if key in ("--recipe", "-c", "--config"):
+        if key == "--overwrite":
+            overwrite = True
+        elif key in ("--recipe", "-c", "--config") or key in shortcuts:
             if not eq:
                 i += 1
                 value = argv[i] if i < len(argv) else ""
-            recipe = Path(value)
-        elif key in shortcuts:
-            if not eq:
-                i += 1
-                value = argv[i] if i < len(argv) else ""
-            overrides += [shortcuts[key], value]
+            if not value or value.startswith("--"):
+                hint = " (e.g. --resume auto)" if key == "--resume" else ""
+                raise RecipeError(f"{key} needs a value{hint}")
+            if key in shortcuts:
+                overrides += [shortcuts[key], value]
+            else:
+                recipe = Path(value)
         else:
             overrides.append(arg)
         i += 1
-    return recipe, overrides
+    return recipe, overrides, overwrite
 
 
 def evaluate(model, loader, accelerator, normalize) -> dict:
@@ -111,10 +140,13 @@ class _StopRequest:
         self._previous = None
 
     def __enter__(self) -> "_StopRequest":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+        # SIGTERM (a scheduler, a campaign's budget, a session ending) stops the same way as Ctrl-C.
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -123,18 +155,63 @@ class _StopRequest:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> Path:
+    """``save_state`` into a temporary folder, renamed once every process has written: crash-safe."""
+    partial, final = run_folder.partial_path(out_dir, step), run_folder.final_path(out_dir, step)
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # saved at this step already (an epoch end that is also a step interval)
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            os.replace(partial, final)
+        run_folder.prune_old_checkpoints(out_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _run_command(recipe_path: Path, argv: list[str]) -> str:
+    """What was actually run, with paths relative to the checkout where they lie inside it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def rel(arg: str) -> str:
+        path = Path(arg)
+        if path.is_absolute():
+            try:
+                return str(path.resolve().relative_to(root))
+            except ValueError:
+                return arg
+        return arg
+
+    launcher = "accelerate launch" if "ACCELERATE_MIXED_PRECISION" in os.environ or int(
+        os.environ.get("WORLD_SIZE", "1")) > 1 else "python"
+    return f"{launcher} recipes/prune.py " + shlex.join([rel(a) for a in argv])
 
 
 def main(argv: list[str] | None = None) -> int:
-    recipe_path, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        recipe_path, overrides, overwrite = parse_args(argv)
         cfg = load_recipe(recipe_path, overrides)
+        out_dir = Path(cfg.output_dir)
+        if cfg.resume == "auto" and not (out_dir.is_dir() and any(out_dir.iterdir())):
+            print(f"--resume auto: no run in {out_dir} yet, starting one")  # so one command starts and continues
+            cfg.resume = None
+        if cfg.resume:
+            cfg = run_folder.check_resume_compatible(out_dir, cfg)
+            checkpoint = run_folder.find_resume_checkpoint(out_dir, cfg.resume)
+        else:
+            run_folder.refuse_existing_run(out_dir, cfg.resume, overwrite)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir = Path(cfg.output_dir)
 
     # ------------------------------------------------------------ accelerator
     accelerator = Accelerator(
@@ -142,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=cfg.tracker,
         project_config=ProjectConfiguration(
-            project_dir=str(out_dir), logging_dir=str(out_dir / "logs"), automatic_checkpoint_naming=True, total_limit=2
+            project_dir=str(out_dir), logging_dir=str(out_dir / "logs")  # checkpoints: save_checkpoint
         ),
     )
     expected = int(os.environ.get("WORLD_SIZE", "1"))
@@ -155,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     main_process = accelerator.is_main_process
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "recipe.resolved.yaml").write_text(_yaml(recipe_to_dict(cfg)))
+        if not cfg.resume:  # the run's record: never rewritten by a resume
+            _write_atomic(out_dir / "recipe.resolved.yaml", _yaml(recipe_to_dict(cfg)))
 
     # ------------------------------------------------------------------ data
     processes, accumulation = accelerator.num_processes, cfg.train.gradient_accumulation_steps
@@ -196,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         mean = tuple(model.pretrained_cfg.get("mean", CIFAR10_MEAN))
         std = tuple(model.pretrained_cfg.get("std", CIFAR10_STD))
         loader = make_loader(train, per_process_batch, train=cfg.data.augment, device=accelerator.device,
-                             seed=cfg.seed, drop_last=True, rank=accelerator.process_index, world_size=processes,
+                             seed=cfg.seed, drop_last=cfg.data.drop_last, rank=accelerator.process_index,
+                             world_size=processes,
                              channels_last=cfg.train.channels_last, mean=mean, std=std)
         test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.images, test.labels),
                                                   batch_size=cfg.data.eval_batch_size)
@@ -206,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = steps_per_epoch * cfg.train.epochs
     if steps_per_epoch < 1:
         raise SystemExit(f"error: {len(train)} training images make no full batch of {cfg.train.batch_size}")
+    if len(loader) % accumulation:
+        raise SystemExit(f"error: {len(loader)} batches per epoch do not split into optimizer steps of "
+                         f"{accumulation} accumulated batches: change train.batch_size or gradient_accumulation_steps")
     normalize = BatchNormalize(mean, std, channels_last=cfg.train.channels_last).to(accelerator.device)
     if cfg.init_from:  # sparse fine-tuning: start from a published checkpoint, its zeros are the mask
         try:
@@ -220,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
-    milestones = [m * steps_per_epoch for m in cfg.train.lr_milestones]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cfg.train.lr_gamma ** sum(step >= m for m in milestones))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, run_folder.lr_lambda(cfg, steps_per_epoch, total_steps))
     model, optimizer, test_loader = accelerator.prepare(model, optimizer, test_loader)
+    # Compile only the forward used for training: checkpoints, the pruner and export keep the plain module.
+    train_forward = torch.compile(model) if cfg.train.compile else model
 
     # ---------------------------------------------------------------- pruner
     p = cfg.pruning
@@ -243,10 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.register_for_checkpointing(scheduler, pruner, run)
 
     if cfg.resume:
-        checkpoint = _find_checkpoint(out_dir, cfg.resume)
+        if not list(checkpoint.glob(f"random_states_{accelerator.process_index}.pkl")):
+            warnings.warn(f"{checkpoint} has no RNG state for process {accelerator.process_index}: "
+                          "the resumed run will not match an uninterrupted one exactly", stacklevel=1)
         accelerator.load_state(str(checkpoint))
-        if checkpoint.name.startswith("checkpoint_"):  # keep accelerate's automatic numbering going
-            accelerator.project_configuration.iteration = int(checkpoint.name.split("_")[-1]) + 1
         accelerator.print(f"resumed from {checkpoint} at optimizer step {pruner.step}")
     if cfg.tracker:
         accelerator.init_trackers("fggp", config=_flat(recipe_to_dict(cfg)))
@@ -256,9 +338,24 @@ def main(argv: list[str] | None = None) -> int:
     start_epoch = pruner.step // steps_per_epoch
     skip = (pruner.step % steps_per_epoch) * accumulation
     max_steps = min(cfg.train.max_steps or total_steps, total_steps)
-    bar = tqdm(total=max_steps, initial=pruner.step, disable=not main_process, desc="train", unit="step")
     t_fin = schedule.t_fin if schedule else 0
+    n_params = sum(p.numel() for p in model.parameters())
+    accelerator.print(
+        f"{cfg.model} ({n_params / 1e6:.2f}M params) on {len(train)} images, {accelerator.num_processes} process(es): "
+        f"T = {total_steps} steps ({steps_per_epoch}/epoch x {cfg.train.epochs}), "
+        + (f"{p.method} to {p.final_sparsity:.2%} by step {t_fin} every {p.interval}, " if schedule else "dense masks, ")
+        + f"lr {cfg.train.lr_schedule} from {cfg.train.lr}; run folder {out_dir}"
+        + (f"; resuming at step {pruner.step}" if cfg.resume else ""))
+    bar = tqdm(total=max_steps, initial=pruner.step, disable=not main_process, desc="train", unit="step")
     started, wall_before = time.perf_counter(), run.wall_s
+    last_saved = pruner.step if cfg.resume else -1
+
+    def checkpoint_now() -> None:
+        nonlocal last_saved
+        if pruner.step != last_saved:
+            run.wall_s = wall_before + time.perf_counter() - started
+            save_checkpoint(accelerator, out_dir, pruner.step, cfg.train.keep_checkpoints)
+            last_saved = pruner.step
     with _StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             if pruner.step >= max_steps:
@@ -267,15 +364,24 @@ def main(argv: list[str] | None = None) -> int:
             loader.set_epoch(epoch)
             batches = loader.skip_first_batches(skip) if epoch == start_epoch and skip else loader
             for images, labels in batches:
+                size = run_folder.resize_for_step(cfg, pruner.step, total_steps)
+                if size and size != images.shape[-1]:  # progressive resizing: smaller images early
+                    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+                    if cfg.train.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
                 with accelerator.accumulate(model):
-                    loss = F.cross_entropy(model(images), labels, label_smoothing=cfg.train.label_smoothing)
+                    loss = F.cross_entropy(train_forward(images), labels, label_smoothing=cfg.train.label_smoothing)
                     accelerator.backward(loss)
                     optimizer.step()
-                    scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 if not accelerator.sync_gradients:
                     continue
+                scheduler.step()  # once per optimizer step: LR milestones are in optimizer steps
                 bar.update(1)
+                every = cfg.train.checkpoint_every_steps
+                if every and pruner.step % every == 0 and pruner.step < max_steps:
+                    checkpoint_now()
                 if pruner.step % cfg.train.log_every == 0 or pruner.step == t_fin:
                     accelerator.log({"train/loss": float(loss.detach()), "train/lr": scheduler.get_last_lr()[0],
                                      "sparsity/target": pruner.target_sparsity, "sparsity/actual": pruner.sparsity},
@@ -284,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 if _stop_everywhere(accelerator, stop.requested, pruner.step, cfg.train.log_every) or pruner.step >= max_steps:
                     break
             if stop.requested:
-                run.wall_s = wall_before + time.perf_counter() - started
-                accelerator.save_state()
+                checkpoint_now()
                 bar.close()
                 accelerator.print(f"\ninterrupted at step {pruner.step}: continue with --resume auto "
                                   f"--output-dir {out_dir}")
@@ -303,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator.print(f"epoch {run.epoch}: test top1 {metrics['top1']:.2f}% "
                                   f"({metrics['num_images']} images), sparsity {pruner.sparsity:.4f}")
             if cfg.train.checkpoint_every and (run.epoch % cfg.train.checkpoint_every == 0 or finished):
-                run.wall_s = wall_before + time.perf_counter() - started
-                accelerator.save_state()
+                checkpoint_now()
     bar.close()
     wall = wall_before + time.perf_counter() - started  # all segments of a resumed run
     accelerator.wait_for_everyone()
@@ -332,16 +436,23 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.end_training()
     if not main_process:
         return 0
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    _write_atomic(out_dir / "results.json", json.dumps(results, indent=2))
     print(f"\ndone in {wall / 60:.1f} min: test top1 {results['top1']:.2f}% "
           f"(best after pruning {results['best_top1_after_pruning']}) at sparsity {results['sparsity']:.4f}")
 
     # ---------------------------------------------------------------- export
     if not cfg.export.enabled:
         return 0
+    if pruner.step < total_steps:
+        print(f"not exported: the run stopped at step {pruner.step} of {total_steps} (train.max_steps), so it is "
+              "not the model its recipe describes; continue it with --resume auto to finish and export")
+        return 0
+    if schedule is not None and abs(stats["sparsity"] - p.final_sparsity) > 1e-3:
+        print(f"error: the model is {stats['sparsity']:.4%} sparse, not the {p.final_sparsity:.2%} its recipe "
+              "names: not exported", file=sys.stderr)
+        return 1
     name = cfg.export.name or default_export_name(cfg)
-    command = "accelerate launch recipes/prune.py " + shlex.join(
-        ["--recipe", str(recipe_path)] + [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--recipe", str(recipe_path))])
+    command = _run_command(recipe_path, argv)
     folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
                              recipe=recipe_to_dict(cfg), results=results, dataset=dataset_label(cfg.data.dataset, str(train.source)),
                              dense_top1=cfg.export.dense_baseline_top1, schedule=schedule, command=command, name=name)
@@ -369,16 +480,10 @@ def _stop_everywhere(accelerator, requested: bool, step: int, every: int) -> boo
     return bool(accelerator.reduce(flag, "sum").item() > 0)
 
 
-def _find_checkpoint(out_dir: Path, resume: str) -> Path:
-    if resume != "auto":
-        path = Path(resume)
-        if not path.is_dir():
-            raise SystemExit(f"error: checkpoint folder {path} not found")
-        return path
-    found = sorted((out_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
-    if not found:
-        raise SystemExit(f"error: no checkpoint under {out_dir / 'checkpoints'} to resume: run without --resume")
-    return found[-1]
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -247,7 +247,7 @@ def test_export_of_a_run_reproduces_the_runs_own_export(cli_env, run_main):
     assert x.keys() == y.keys() and all(x[k].equal(y[k]) for k in x)
     assert out["revision"] and (cli_env.root / "hub2" / "me" / "from-run" / "refs" / "main").read_text().strip() == out["revision"]
 
-    checkpoints = sorted((run / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    checkpoints = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[-1]))
     assert len(checkpoints) == 2
     code, text, err = run_main("export", checkpoints[0], cli_env.root / "older", "--json")
     assert code == 0 and "belongs to the end of the run" in err  # an earlier checkpoint: the run's results are not its own

@@ -59,6 +59,16 @@ def test_recipe_trains_prunes_exports_and_loads(tmp_path):
             correct += int((model(x).argmax(1) == y).sum())
     assert 100.0 * correct / 500 == pytest.approx(res["top1"], abs=1e-9)  # the card's number reproduces
 
+    # Running the same command again must not destroy the finished run.
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = _run(TINY + ["--output_dir", "run", "--export.hub", str(hub)], tmp_path, check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    no_value = _run(TINY + ["--output_dir", "run", "--resume"], tmp_path, check=False)
+    assert no_value.returncode == 2 and "--resume needs a value" in no_value.stderr
+    changed = _run(TINY + ["--output_dir", "run", "--resume", "auto", "--pruning.final_sparsity", "0.8"], tmp_path, check=False)
+    assert changed.returncode == 2 and "pruning.final_sparsity" in changed.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
 
 def test_resume_gives_the_same_masks_and_weights(tmp_path):
     args = TINY + ["--export.enabled", "false"]
@@ -72,7 +82,7 @@ def test_resume_gives_the_same_masks_and_weights(tmp_path):
     assert split["loss"] == full["loss"] and split["top1"] == full["top1"]
     from safetensors.torch import load_file
 
-    ckpt = lambda run: sorted((tmp_path / run / "checkpoints").glob("checkpoint_*"))[-1] / "model.safetensors"
+    ckpt = lambda run: sorted((tmp_path / run / "checkpoints").glob("step_*"))[-1] / "model.safetensors"
     a, b = load_file(ckpt("full")), load_file(ckpt("split"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -51,7 +51,7 @@ def test_init_from_keeps_the_mask_fixed_on_a_new_dataset(tmp_path, sparse_source
     res = _results(tmp_path / "ft")
     assert res["optimizer_steps"] == 8 and res["num_images"] == 16
     before = _zeros(load_file(str(sparse_source / "model.safetensors")))
-    after_state = load_file(str(sorted((tmp_path / "ft" / "checkpoints").glob("checkpoint_*"))[-1] / "model.safetensors"))
+    after_state = load_file(str(sorted((tmp_path / "ft" / "checkpoints").glob("step_*"))[-1] / "model.safetensors"))
     after = _zeros(after_state)
     assert before.keys() == after.keys()
     for k in before:  # the mask is held: exactly the source's zeros, and the survivors trained
