@@ -55,8 +55,8 @@ _EXAMPLES = {
   fggp-hub push out/vgg19-cifar10-s95 me/vgg19-cifar10-s95              # the local hub
   fggp-hub push out/vgg19-cifar10-s95 me/vgg19-cifar10-s95 --hub hf     # huggingface.co (HF_TOKEN)""",
     "export": """CHECKPOINT is a training run folder of recipes/prune.py (recipe.resolved.yaml,
-results.json, checkpoints/checkpoint_N/model.safetensors; the newest checkpoint is used),
-one of its checkpoint_N folders, or a plain safetensors state_dict with --model ARCH.
+results.json, checkpoints/step_N/model.safetensors; the newest checkpoint is used),
+one of its step_N checkpoint folders, or a plain safetensors state_dict with --model ARCH.
 From a run, the folder is the one the run itself exports at its end (same weights,
 sparsity block, recipe and results).
 
@@ -117,11 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo private (remote hubs)")
 
     p = add("export", "export a training checkpoint as a Hub repo folder (timm layout, compact file, model card)")
-    p.add_argument("checkpoint", help="run folder, checkpoint_N folder, or a .safetensors state_dict (with --model)")
+    p.add_argument("checkpoint", help="run folder, a checkpoints/step_N folder, or a .safetensors state_dict (with --model)")
     p.add_argument("out_dir")
     p.add_argument("--model", default=None, metavar="ARCH", help="timm architecture (required for a plain safetensors file)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classes of the head (default: read off the weights)")
-    p.add_argument("--step", type=int, default=None, metavar="N", help="use checkpoints/checkpoint_N of a run (default: the newest)")
+    p.add_argument("--step", type=int, default=None, metavar="N", help="use the checkpoint of optimizer step N of a run (default: the newest)")
     p.add_argument("--name", default=None, help="zoo-style name (default: the run's export.name, or derived)")
     p.add_argument("--variant", default=None, help="suffix of a derived name, e.g. erk")
     p.add_argument("--method", default=None, help="pruning method for the card (plain safetensors files)")
@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("card", "re-render README.md of an export folder from its config.json, eval_results.json and recipe.yaml")
     p.add_argument("folder")
     p.add_argument("--repo-id", default=None, help="repo id for the loading instructions (default: the one the card names)")
-    p.add_argument("--template", default=None, help="card template (default: model_cards/template.md)")
+    p.add_argument("--template", default=None, help="card template (default: the package's hub/templates/model_card.md)")
     return parser
 
 
@@ -211,7 +211,7 @@ def _cmd_list(args) -> int:
         top1 = "-" if r.top1 is None else f"{r.top1:.2f}" + ("" if r.accuracy_source in ("card", "eval_results.json", "config.json") else " (index)")
         rows.append([r.name, r.backbone or "-", r.method or "-", _pct(r.sparsity if r.sparsity is not None else r.target_sparsity), top1, _size(r.compact_bytes), _size(r.dense_bytes),
                      "yes" if r.available else "no"])
-    print(_table(["name", "backbone", "method", "sparsity", "top1 (%)", "compact", "dense", "local"], rows, right={3, 4, 5, 6}))
+    print(_table(["name", "backbone", "method", "sparsity", "top1 (%)", "compact", "dense", "available"], rows, right={3, 4, 5, 6}))
     missing = [r for r in records if not r.available]
     for r in missing:
         print(f"  {r.name}: {r.status}")
@@ -285,10 +285,12 @@ def _repo_and_revision(name: str, revision: str | None, hub: str | None) -> tupl
     """A zoo name or org/name[@rev] -> (repo_id, revision, hub to use)."""
     from .hub.load import resolve_source
 
-    source = resolve_source(name, revision)
+    source = resolve_source(name, revision, hub)
+    if source.get("origin") == "bundled":
+        raise CliError(f"{name} ships with fggp-hub in {source['path']}: nothing to pull (load it by name)")
     if source["kind"] == "folder":
         raise CliError(f"{name} is a local folder, not a repo: nothing to pull (use 'fggp-hub info {name}' to check it)")
-    return source["repo_id"], source["revision"], hub if hub is not None else source.get("hub")
+    return source["repo_id"], source["revision"], source.get("hub")
 
 
 def _cmd_pull(args) -> int:
@@ -330,17 +332,20 @@ def _read_state_dict(path: Path) -> dict:
 
 
 def _find_checkpoint(source: Path, step: int | None) -> tuple[Path | None, Path]:
-    """(run folder or None, checkpoint folder) of a run folder or a checkpoint_N folder."""
+    """(run folder or None, checkpoint folder) of a run folder or one of its checkpoint folders."""
+    from .recipes.run_folder import CHECKPOINT_PREFIX, checkpoint_is_complete
+
     if (source / "recipe.resolved.yaml").is_file():
-        checkpoints = sorted(
-            (p for p in (source / "checkpoints").glob("checkpoint_*") if p.name.split("_")[-1].isdigit()),
-            key=lambda p: int(p.name.split("_")[-1]),
-        )
+        root = source / "checkpoints"
+        named = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.name.split("_")[-1].isdigit()]
+        if not named:  # a run from before step-named checkpoints (step N then means checkpoint_N)
+            named = [p for p in root.glob("checkpoint_*") if p.name.split("_")[-1].isdigit()]
+        checkpoints = sorted((p for p in named if checkpoint_is_complete(p)), key=lambda p: int(p.name.split("_")[-1]))
         if step is not None:
             checkpoints = [p for p in checkpoints if int(p.name.split("_")[-1]) == step]
         if not checkpoints:
-            what = f"checkpoint_{step}" if step is not None else "checkpoint"
-            raise CliError(f"no {what} with model.safetensors under {source / 'checkpoints'}: train with train.checkpoint_every > 0")
+            what = f"checkpoint of step {step}" if step is not None else "complete checkpoint"
+            raise CliError(f"no {what} under {root}: train with train.checkpoint_every > 0")
         return source, checkpoints[-1]
     if (source / "model.safetensors").is_file():
         run = source.parent.parent if source.parent.name == "checkpoints" else None

@@ -54,7 +54,7 @@ def _card_folder(folder_or_name: str | os.PathLike, hub: Any, revision: str | No
     from ..hub.hubs import get_hub
     from ..hub.load import resolve_source
 
-    source = resolve_source(folder_or_name, revision)
+    source = resolve_source(folder_or_name, revision, hub)
     if source["kind"] == "folder":
         folder = Path(source["path"])
         if not folder.is_dir():
@@ -62,7 +62,7 @@ def _card_folder(folder_or_name: str | os.PathLike, hub: Any, revision: str | No
 
             raise FolderNotFoundError(f"folder {folder} does not exist: pass an existing export folder, a zoo name or 'org/name'")
         return folder, {"folder": str(folder)}
-    hub_obj = get_hub(hub if hub is not None else source.get("hub"))
+    hub_obj = get_hub(source.get("hub"))
     folder = hub_obj.pull(source["repo_id"], source["revision"], files=["config.json", CARD_NAME, RESULTS_NAME])
     return folder, {"repo_id": source["repo_id"], "revision": folder.name, "folder": str(folder)}
 
@@ -274,12 +274,15 @@ def write_results_to_card(
     from ..hub.hubs import HfHub, LocalHub, _client_errors, get_hub, push
     from ..hub.load import resolve_source
 
-    source = resolve_source(name_or_folder)
+    source = resolve_source(name_or_folder, hub=hub)
+    if source.get("origin") == "bundled":
+        raise CardError(f"{name_or_folder} is the read-only bundled copy in {source['path']}: write results to a "
+                        "folder or a hub repo you own (e.g. fggp-hub pull it into your local hub first)")
     if source["kind"] == "folder":
         folder = Path(source["path"])
         _update_folder(folder, results)
         return folder
-    hub_obj = get_hub(hub if hub is not None else source.get("hub"), token=token)
+    hub_obj = get_hub(source.get("hub"), token=token)
     repo_id = source["repo_id"]
     branch = revision or source["revision"] or "main"
     if re.fullmatch(r"[0-9a-f]{40}", branch):

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import (
+    CorruptCheckpointError,
     FggpHubError,
     FolderNotFoundError,
     HubAccessError,
@@ -406,7 +407,13 @@ def push(
     validate_repo_id(repo_id)
     check_folder_files(folder)
     config = read_config(folder)
-    for name in config["sparsity"]["files"]:
+    # A zoo folder ships the compact file only (load rebuilds the dense weights from it): every
+    # weight file that is present must match config.json, and at least one must be.
+    present = [name for name in config["sparsity"]["files"] if (folder / name).exists()]
+    if not present:
+        raise CorruptCheckpointError(f"{folder} holds none of the weight files its config.json lists "
+                                     f"({', '.join(config['sparsity']['files'])}): re-export the model")
+    for name in present:
         verify_weight_file(folder, name, config)
     return get_hub(hub, token=token).push(folder, repo_id, commit_message=commit_message, revision=revision, private=private)
 

@@ -217,9 +217,19 @@ def locate(entry: ZooEntry, hub: Hub | str | os.PathLike | None = None, *, fetch
     looked up in huggingface_hub's cache only.
     """
     from .hubs import HfHub, LocalHub
+    from .load import resolve_source
 
     repo_id, pinned = split_revision(entry.repo_id, None)
     revision = entry.revision or pinned
+    if hub is None:  # load()'s order: the local hub, then the bundled copy, then the entry's Hub repo
+        try:
+            source = resolve_source(entry.name)
+        except FggpHubError as err:
+            return None, str(err)
+        if source["kind"] == "folder":
+            return source["path"], f"bundled with fggp-hub ({source['path']})"
+        if source.get("origin") == "local hub":
+            hub = source["hub"]
     try:
         hub_obj = _entry_hub(entry, hub)
     except FggpHubError as err:

@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from . import sparse_format
-from .errors import CorruptCheckpointError, FolderNotFoundError, InvalidNameError
-from .hubs import Hub, get_hub
+from .bundled import bundled_folder, bundled_root, missing_hint
+from .errors import (CorruptCheckpointError, FggpHubError, FolderNotFoundError, HubUnreachableError, InvalidNameError,
+                     NotInCacheError, UnknownModelError)
+from .hubs import Hub, LocalHub, get_hub
 from .integrity import (
     COMPACT_WEIGHTS,
     CONFIG_NAME,
@@ -26,6 +28,7 @@ from .integrity import (
     check_sparsity,
     read_config,
     split_revision,
+    validate_repo_id,
     verify_weight_file,
 )
 from .zoo import ZooEntry
@@ -40,8 +43,21 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~")) or text in (".", "..") or "\\" in text or text.count("/") > 1
 
 
-def resolve_source(name_or_repo_or_path: str | os.PathLike, revision: str | None = None) -> dict[str, Any]:
-    """What ``load`` would read: ``{"kind": "folder", "path"}`` or ``{"kind": "repo", "repo_id", "revision", "entry"}``."""
+def resolve_source(
+    name_or_repo_or_path: str | os.PathLike, revision: str | None = None, hub: Hub | str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """What ``load`` would read: ``{"kind": "folder", "path"}`` or ``{"kind": "repo", "repo_id", "revision", "hub"}``.
+
+    A zoo name resolves, unless ``hub`` names a hub explicitly, in this order:
+
+    1. the user's local hub (``$FGGP_HUB_HOME/hub``), if it holds the entry's repo;
+    2. the bundled zoo (``model_cards/<name>/`` of the checkout, read-only, verified against the
+       sha256 pinned in the zoo index); skipped when a ``revision`` is asked for;
+    3. the entry's Hugging Face Hub repo (from huggingface_hub's cache when offline).
+
+    A bare name that is not in the zoo resolves to ``local/<name>`` in the local hub when
+    that exists (where ``recipes/prune.py`` publishes a run).
+    """
     if isinstance(name_or_repo_or_path, os.PathLike):
         return {"kind": "folder", "path": Path(name_or_repo_or_path).expanduser()}
     if not isinstance(name_or_repo_or_path, str) or not name_or_repo_or_path.strip():
@@ -56,21 +72,59 @@ def resolve_source(name_or_repo_or_path: str | os.PathLike, revision: str | None
         return {"kind": "folder", "path": Path(text).expanduser()}
     base, _, zoo_rev = text.partition("@")
     if source_hub is None and "/" not in base and not _looks_like_path(base):
-        entry = resolve_zoo_name(base)  # unknown names raise with the closest zoo names
-        repo_id, pinned = split_revision(entry.repo_id, None)
         if zoo_rev and revision and zoo_rev != revision:
             raise InvalidNameError(f"two revisions given: '@{zoo_rev}' and revision={revision!r}; pass one")
-        return {
-            "kind": "repo",
-            "repo_id": repo_id,
-            "revision": revision or zoo_rev or entry.revision or pinned,
-            "entry": entry,
-            "hub": entry.hub or ("hf" if entry.source == "package" else None),  # published entries live on the HF hub
-        }
+        asked = revision or zoo_rev or None
+        try:
+            entry = resolve_zoo_name(base)
+        except UnknownModelError:
+            own = _own_local_repo(base, asked, hub)
+            if own is None:
+                raise  # unknown names raise with the closest zoo names
+            return own
+        repo_id, pinned = split_revision(entry.repo_id, None)
+        rev = asked or entry.revision or pinned
+        source = {"kind": "repo", "repo_id": repo_id, "revision": rev, "entry": entry}
+        if hub is not None:
+            return {**source, "hub": hub}
+        local = _default_local_hub()
+        if local is not None and local.exists(repo_id, rev):
+            return {**source, "hub": local, "origin": "local hub"}
+        if asked is None:
+            folder = bundled_folder(entry.name, entry.bundled)
+            if folder is not None:
+                return {"kind": "folder", "path": folder, "entry": entry, "origin": "bundled"}
+        return {**source, "hub": entry.hub or ("hf" if entry.source == "package" else None)}
     if source_hub is None and _looks_like_path(base):
         raise FolderNotFoundError(f"folder {text} does not exist: pass an existing export folder, a zoo name or 'org/name'")
     repo_id, revision = split_revision(text, revision)
-    return {"kind": "repo", "repo_id": repo_id, "revision": revision, "entry": None, "hub": source_hub}
+    return {"kind": "repo", "repo_id": repo_id, "revision": revision, "entry": None, "hub": source_hub or hub}
+
+
+def _default_local_hub() -> LocalHub | None:
+    """The user's own hub when it is a local folder (``$FGGP_HUB`` may point at a remote one instead)."""
+    try:
+        default = get_hub(None)
+    except FggpHubError:
+        return None
+    return default if isinstance(default, LocalHub) else None
+
+
+def _own_local_repo(name: str, revision: str | None, hub: Hub | str | os.PathLike | None) -> dict[str, Any] | None:
+    """``local/<name>`` in the local hub (a run published by recipes/prune.py), if it exists."""
+    local = get_hub(hub) if hub is not None else _default_local_hub()
+    repo_id = f"local/{name}"
+    if not isinstance(local, LocalHub) or not _is_repo_name(name) or not local.exists(repo_id, revision):
+        return None
+    return {"kind": "repo", "repo_id": repo_id, "revision": revision, "entry": None, "hub": local, "origin": "local hub"}
+
+
+def _is_repo_name(name: str) -> bool:
+    try:
+        validate_repo_id(f"local/{name}")
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _card_sparsity(folder: Path) -> float | None:
@@ -165,25 +219,39 @@ def load(
     Args:
         name_or_repo_or_path: a zoo name (``vgg19-cifar10-s95``, see :func:`list_models`),
             a repo id ``org/name[@revision]`` (``hf-hub:org/name`` means the Hugging Face hub),
-            or a local export folder (``local-dir:`` prefix optional).
+            or a local export folder (``local-dir:`` prefix optional). A zoo name is looked
+            up in this order: (1) your local hub, (2) the bundled zoo that ships with the
+            project (``model_cards/<name>/``, verified against the sha256 pinned in the zoo
+            index), (3) the Hugging Face Hub repo the index names (offline: its cache).
+            A bare name that is not in the zoo finds ``local/<name>`` in your local hub.
         revision: branch, tag or commit sha (overrides a zoo entry's pinned revision).
-        hub: where repos live (see :func:`fggp_hub.hub.hubs.get_hub`); defaults to the zoo
-            entry's hub, then ``$FGGP_HUB``, then the local hub.
+        hub: where repos live (see :func:`fggp_hub.hub.hubs.get_hub`); given, it is the only
+            source. Defaults to the order above for zoo names, else ``$FGGP_HUB``, then the local hub.
         compact: read ``model.sparse.safetensors`` (fewer bytes to fetch) instead of
             ``model.safetensors``; both decode to identical weights.
         token: access token for a remote hub (never printed).
         device: where to put the model.
     """
-    source = resolve_source(name_or_repo_or_path, revision)
+    source = resolve_source(name_or_repo_or_path, revision, hub)
     if source["kind"] == "folder":
-        return load_folder(source["path"], compact, device=device)
-    hub_obj = get_hub(hub if hub is not None else source.get("hub"), token=token)
+        model = load_folder(source["path"], compact, entry=source.get("entry"), device=device)
+        if source.get("origin") == "bundled":
+            model.hub_info.update({"repo_id": source["entry"].repo_id, "origin": "bundled"})
+        return model
+    hub_obj = get_hub(source.get("hub"), token=token)
     repo_id, rev = source["repo_id"], source["revision"]
     wanted = COMPACT_WEIGHTS if compact else DENSE_WEIGHTS
-    folder = hub_obj.pull(repo_id, rev, files=[CONFIG_NAME, CARD_NAME, wanted])
+    try:
+        folder = hub_obj.pull(repo_id, rev, files=[CONFIG_NAME, CARD_NAME, wanted])
+    except (NotInCacheError, HubUnreachableError):
+        entry = source.get("entry")
+        if entry is not None and entry.bundled and bundled_root() is None:  # a wheel install, offline
+            raise NotInCacheError(missing_hint(entry.name, repo_id)) from None
+        raise
     if compact and COMPACT_WEIGHTS not in (read_config(folder)["sparsity"]["files"]):
         # exported without the compact file: fetch the dense one, at the same commit
         folder = hub_obj.pull(repo_id, folder.name, files=[CONFIG_NAME, CARD_NAME, DENSE_WEIGHTS])
     model = load_folder(folder, compact, entry=source["entry"], device=device)
-    model.hub_info.update({"repo_id": repo_id, "revision": folder.name, "hub": hub_obj.describe()})
+    model.hub_info.update({"repo_id": repo_id, "revision": folder.name, "hub": hub_obj.describe(),
+                           "origin": source.get("origin", "hub")})
     return model

@@ -4,7 +4,8 @@ Names follow ``{arch}-{dataset}-s{sparsity}[-{variant}]``, e.g. ``vgg19-cifar10-
 ``resnet50-cifar10-s98-erk`` (sparsity in percent; ``s99p5`` for 99.5%).
 
 Two JSON indexes are merged: the one shipped in the package (``zoo_index.json``: only
-published, existing repos are ever listed there) and the user's own
+published, existing repos are ever listed there, each with the Hugging Face repo id it is
+published under and the sha256 of its bundled copy) and the user's own
 (``$FGGP_ZOO_INDEX``, default ``$FGGP_HUB_HOME/zoo_index.json``), filled with
 :func:`register`. A user entry overrides a packaged one of the same name.
 """
@@ -57,6 +58,8 @@ class ZooEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = "package"
     method: str | None = None
+    #: file name -> sha256 of the copy bundled under model_cards/<name>/ (see fggp_hub.hub.bundled)
+    bundled: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

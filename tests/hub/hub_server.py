@@ -52,6 +52,7 @@ class _HubState:
         self.auth_headers: list[str] = []
         self.write_token: str | None = None
         self.counter = 0
+        self.collections: dict[str, dict] = {}  # slug -> the Hub's collection JSON
 
     def new_commit(self, repo: _Repo, parent: str | None, message: str, files: dict[str, bytes]) -> _Commit:
         self.counter += 1
@@ -144,6 +145,11 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._model_info(repo, rest[1] if len(rest) > 1 else "main")
                 if rest[0] == "tree" and len(rest) >= 2:
                     return self._tree(repo, rest[1], "/".join(rest[2:]), query)
+            elif segments[:2] == ["api", "collections"] and len(segments) == 4:
+                collection = self.state.collections.get(f"{segments[2]}/{segments[3]}")
+                if collection is None:
+                    return self._error(404, None, "Collection not found")
+                return self._json(200, collection)
             elif len(segments) >= 5 and segments[2] == "resolve":
                 org, name, revision, path = segments[0], segments[1], segments[3], "/".join(segments[4:])
                 repo = self._repo(org, name)
@@ -163,6 +169,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if not content.startswith("---\n") or "\n---" not in content[3:]:
                     return self._json(400, {"errors": [{"message": "README.md has no YAML front matter"}], "warnings": []})
                 return self._json(200, {"errors": [], "warnings": []})
+            if segments == ["api", "collections"]:
+                return self._create_collection(json.loads(body or b"{}"))
+            if segments[:2] == ["api", "collections"] and len(segments) == 5 and segments[4] == "items":
+                return self._add_collection_item(f"{segments[2]}/{segments[3]}", json.loads(body or b"{}"))
             if segments[:2] == ["api", "models"] and len(segments) == 6 and segments[4] in ("preupload", "commit"):
                 if not self._authorized_to_write():
                     return
@@ -187,6 +197,41 @@ class _Handler(BaseHTTPRequestHandler):
         repo.refs["main"] = first.sha
         self.state.repos[repo_id] = repo
         self._json(200, {"url": f"{self.server.url}/{repo_id}", "name": repo_id})
+
+    def _create_collection(self, payload: dict) -> None:
+        """POST /api/collections: one collection per (namespace, title), 409 with its slug on a repeat."""
+        if not self._authorized_to_write():
+            return
+        namespace, title = payload.get("namespace"), payload.get("title")
+        for slug, existing in self.state.collections.items():
+            if existing["owner"]["name"] == namespace and existing["title"] == title:
+                message = "You already have a collection with this title"
+                return self._json(409, {"error": message, "slug": slug}, {"X-Error-Message": message})
+        self.state.counter += 1
+        slug = f"{namespace}/{'-'.join(str(title).lower().split())}-{self.state.counter:024x}"
+        collection = {"slug": slug, "title": title, "owner": {"name": namespace, "type": "org"}, "items": [],
+                      "lastUpdated": "2026-01-01T00:00:00.000Z", "position": 0, "private": bool(payload.get("private")),
+                      "theme": "indigo", "upvotes": 0, "description": payload.get("description")}
+        self.state.collections[slug] = collection
+        self._json(200, collection)
+
+    def _add_collection_item(self, slug: str, payload: dict) -> None:
+        if not self._authorized_to_write():
+            return
+        collection = self.state.collections.get(slug)
+        if collection is None:
+            return self._error(404, None, "Collection not found")
+        item = payload.get("item") or {}
+        if any(i["id"] == item.get("id") and i["type"] == item.get("type") for i in collection["items"]):
+            message = "Item already in collection"
+            return self._json(409, {"error": message}, {"X-Error-Message": message})
+        self.state.counter += 1
+        entry = {"_id": f"{self.state.counter:024x}", "id": item.get("id"), "type": item.get("type"),
+                 "position": len(collection["items"])}
+        if payload.get("note"):
+            entry["note"] = {"text": payload["note"]}
+        collection["items"].append(entry)
+        self._json(200, collection)
 
     def _preupload(self, payload: dict) -> None:
         files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in payload.get("files", [])]
