@@ -10,7 +10,7 @@ and, for several processes, accelerate.
 from .card_compare import DEFAULT_TOLERANCES, card_metrics, compare_with_card, write_results_to_card
 from .errors import CardError, EvalError
 from .evaluate import METRICS_DIR, dataset_label, evaluate_model, load_metric
-from .flops import count_macs
+from ..pruning.flops import count_macs
 from .latency import measure_latency
 from .results import save_results
 

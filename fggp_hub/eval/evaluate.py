@@ -23,7 +23,7 @@ from torch import nn
 from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from ..data.sources import dataset_label
 from .errors import EvalError
-from .flops import count_macs
+from ..pruning.flops import count_macs
 from .latency import latency_keys
 from .latency import measure_latency as _time_forward  # evaluate_model's flag has the same name
 

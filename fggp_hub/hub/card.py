@@ -2,7 +2,7 @@
 
 Everything on the card is derived from the export folder's facts: config.json's
 ``sparsity`` block, the recipe text and the command. The template is
-``model_cards/template.md`` (overridable with ``$FGGP_HUB_CARD_TEMPLATE`` or the
+``fggp_hub/hub/templates/model_card.md`` (package data; overridable with ``$FGGP_HUB_CARD_TEMPLATE`` or the
 ``template`` argument). Plots are drawn with matplotlib's object API on an Agg
 canvas, so no global backend is changed.
 """
@@ -28,26 +28,9 @@ __all__ = [
 LAYER_PLOT = "sparsity_per_layer.png"
 SCHEDULE_PLOT = "sparsity_schedule.png"
 ENV_TEMPLATE = "FGGP_HUB_CARD_TEMPLATE"
-_REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+_PACKAGE_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"  # package data: wheels render the same cards
 
 # Used only when the package is installed without the repository's model_cards/ folder.
-_FALLBACK_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-{{ summary }}
-
-Load: `fggp_hub.load("{{ load_id }}")` or, after `import fggp_hub`,
-`timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)`.
-
-| Layer | Shape | Weights | Sparsity |
-|---|---|---:|---:|
-{% for row in layers %}| `{{ row.name }}` | {{ row.shape }} | {{ row.numel }} | {{ row.sparsity }} |
-{% endfor %}
-"""
-
 CITATION = """@inproceedings{zhu2025fggp,
   title     = {{FGGP}: Fixed-Rate Gradient-First Gradual Pruning},
   author    = {Zhu, Lingkai and Bezek, Can Deniz and Goksel, Orcun},
@@ -69,8 +52,8 @@ def dataset_hub_id(label: str) -> str:
 
 
 def template_path(template: str | Path | None = None) -> Path | None:
-    """The card template in use: argument, ``$FGGP_HUB_CARD_TEMPLATE``, ``model_cards/template.md``."""
-    for candidate in (template, os.environ.get(ENV_TEMPLATE), _REPO_TEMPLATE):
+    """The card template in use: argument, ``$FGGP_HUB_CARD_TEMPLATE``, the package's ``templates/model_card.md``."""
+    for candidate in (template, os.environ.get(ENV_TEMPLATE), _PACKAGE_TEMPLATE):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
@@ -151,6 +134,10 @@ def _fmt_bytes(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+def _gmacs(n: int | None) -> str:
+    return "n/a" if not isinstance(n, int) else f"{n / 1e9:.3f}"
+
+
 def make_card(
     config: Mapping[str, Any],
     *,
@@ -220,6 +207,16 @@ def make_card(
         ("Non-zero parameters", f"{block.get('total_params', 0):,}", f"{block.get('nonzero_params', 0):,}"),
         ("Weights on disk", _fmt_bytes(dense_size) + " (model.safetensors)", (_fmt_bytes(compact_size) + " (model.sparse.safetensors)") if compact_size else "n/a"),
     ]
+    macs = block.get("macs") or {}
+    size = "x".join(str(v) for v in (macs.get("input_size") or [])[1:]) or "?"
+    stats_rows = [
+        ("Parameters", f"{block.get('total_params', 0):,}"),
+        ("Non-zero parameters", f"{block.get('nonzero_params', 0):,}"),
+        (f"GMACs per image ({size}), dense", _gmacs(macs.get("dense"))),
+        (f"GMACs per image ({size}), effective (non-zero weights only)", _gmacs(macs.get("effective"))),
+        ("model.sparse.safetensors", _fmt_bytes(compact_size) if compact_size else "n/a"),
+        ("model.safetensors", _fmt_bytes(dense_size)),
+    ]
     if isinstance(top1, (int, float)) and isinstance(dense.get("top1"), (int, float)):
         delta = f"{top1 - dense['top1']:+.2f} points of top-1 accuracy against the dense baseline"
     else:
@@ -247,6 +244,7 @@ def make_card(
         num_classes=config.get("num_classes"),
         summary=summary,
         summary_rows=summary_rows,
+        stats_rows=stats_rows,
         dense_known=bool(dense),
         method=method,
         dataset=dataset,
@@ -268,10 +266,7 @@ def make_card(
         citation=CITATION,
         fggp_hub_version=block.get("fggp_hub_version"),
     )
-    path = template_path(template)
-    if path is not None:
-        return ModelCard.from_template(card_data, template_path=str(path), **kwargs)
-    return ModelCard.from_template(card_data, template_str=_FALLBACK_TEMPLATE, **kwargs)
+    return ModelCard.from_template(card_data, template_path=str(template_path(template)), **kwargs)
 
 
 # --------------------------------------------------------------------------- re-rendering an export folder

@@ -38,6 +38,7 @@ from torch import nn
 
 from ..constants import CIFAR10_JPEG_LABEL
 from ..pruning import CubicSchedule, sparsity_stats, unwrap_model
+from ..pruning.flops import count_macs
 from . import sparse_format
 from .card import LAYER_PLOT, SCHEDULE_PLOT, make_card, plot_layer_sparsity, plot_schedule
 from .errors import ExportError
@@ -242,7 +243,7 @@ def export(
         repo_id: where the folder will be pushed, for the card's loading instructions.
         compact: also write ``model.sparse.safetensors``.
         overwrite: replace an existing export at ``out_dir``.
-        template: a card template instead of ``model_cards/template.md``.
+        template: a card template instead of the package's ``hub/templates/model_card.md``.
     """
     from .. import __version__
 
@@ -287,6 +288,8 @@ def export(
                 f"unexpected {result.unexpected_keys[:3]}): export the model timm built, without extra modules"
             )
         stats = sparsity_stats(fresh, include_first_conv=include_first_conv)
+        input_size = tuple((config.get("pretrained_cfg") or {}).get("input_size") or (3, 32, 32))
+        dense_macs, effective_macs = count_macs(fresh, (1, *input_size))  # the card's "Model stats"
         del fresh
 
         save_file(state, str(tmp / DENSE_WEIGHTS), metadata={"format": "pt"})
@@ -320,6 +323,7 @@ def export(
             "total_params": stats["total_params"],
             "nonzero_params": stats["nonzero_params"],
             "layers": stats["layers"],
+            "macs": {"dense": dense_macs, "effective": effective_macs, "input_size": list(input_size)},
             "pruning": pruning_cfg or None,
             "schedule": schedule_dict,
             "recipe": recipe_dict,
@@ -345,6 +349,7 @@ def export(
         card.save(str(tmp / "README.md"))
 
         for entry in tmp.iterdir():
+            os.chmod(entry, 0o644)  # safetensors writes 0600; a repo's files are all world-readable
             fsync_path(entry)
         fsync_path(tmp)
         _swap_into_place(tmp, out)

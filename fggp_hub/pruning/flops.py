@@ -40,7 +40,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> 
     The model runs in eval mode on the device and dtype of its parameters; its training
     mode is restored afterwards. A module called several times is counted every time.
     """
-    from ..pruning import unwrap_model
+    from .targets import unwrap_model
 
     module_root = unwrap_model(model)
     size = tuple(int(v) for v in input_size)
