@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-__all__ = ["conv_bn_pairs", "fold_batchnorms"]
+__all__ = ["conv_bn_pairs", "conv_relu_pairs", "fold_batchnorms"]
 
 
 def _foldable_bn(bn: nn.Module) -> bool:
@@ -97,3 +97,56 @@ def fold_batchnorms(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
         conv.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
         _set_submodule(model, bn_name, nn.Identity())
     return pairs, how
+
+
+def _relu_pairs_from_fx(model: nn.Module) -> list[tuple[str, str]]:
+    graph = torch.fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or type(modules.get(node.target)) not in (nn.Conv2d, nn.Linear):
+            continue
+        cur = node
+        while len(cur.users) == 1:  # skip the Identity modules that replaced folded BNs
+            (user,) = cur.users
+            mod = modules.get(user.target) if user.op == "call_module" else None
+            if type(mod) is nn.Identity and calls[user.target] == 1:
+                cur = user
+                continue
+            if type(mod) is nn.ReLU and calls[user.target] == 1 and calls[node.target] == 1:
+                pairs.append((str(node.target), str(user.target)))
+            break
+    return pairs
+
+
+def _relu_pairs_from_sequential(model: nn.Module) -> list[tuple[str, str]]:
+    pairs = []
+    for name, module in model.named_modules():
+        if type(module) is not nn.Sequential:
+            continue
+        children = list(module.named_children())
+        prefix = f"{name}." if name else ""
+        for i, (cname, layer) in enumerate(children):
+            if type(layer) not in (nn.Conv2d, nn.Linear):
+                continue
+            j = i + 1
+            while j < len(children) and type(children[j][1]) is nn.Identity:
+                j += 1
+            if j < len(children) and type(children[j][1]) is nn.ReLU:
+                pairs.append((prefix + cname, prefix + children[j][0]))
+    return pairs
+
+
+def conv_relu_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv or linear name, ReLU name) where the layer's output goes only to a ReLU used nowhere else.
+
+    Such a ReLU can run inside the layer's kernel (one pass over the output fewer)
+    and be replaced by Identity. Call after :func:`fold_batchnorms`.
+    """
+    try:
+        pairs = _relu_pairs_from_fx(model)
+    except Exception:  # noqa: BLE001  same fallback as conv_bn_pairs
+        pairs = _relu_pairs_from_sequential(model)
+    unique = _unique_names(model)
+    return [(c, r) for c, r in pairs if c in unique and r in unique]

@@ -1,6 +1,16 @@
-"""Inference-only Conv2d / Linear that run either a dense kernel or a CSR sparse one.
+"""Inference-only Conv2d / Linear that run a dense kernel, a torch CSR kernel or the native direct one.
 
-The sparse kernel multiplies the CSR weight (C_out x C_in*kh*kw) by im2col
+Three kernels (``MODES``):
+
+- ``"dense"``: ``F.conv2d`` / ``F.linear`` on the weight with its zeros;
+- ``"sparse"``: pure torch, im2col + CSR (the fallback that needs nothing but torch);
+- ``"direct"``: the native direct sparse convolution (:mod:`fggp_hub.inference.native`),
+  which never builds im2col: activations in CHWN layout (batch innermost), an output
+  tile in registers, one load + one FMA per non-zero and output value. Its output is
+  a CHWN tensor seen as NCHW (``permute``), so the next direct layer reads it without
+  a copy; elementwise ops (ReLU, residual adds) keep that layout.
+
+The torch CSR kernel multiplies the CSR weight (C_out x C_in*kh*kw) by im2col
 columns. torch's CPU CSR @ dense product (MKL sparse on the PyPI build) is fast
 only for a row-major dense operand, so the columns are laid out as
 (C_in*kh*kw) x (H_out*W_out*B): batch innermost, which also makes the im2col
@@ -19,15 +29,61 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import TrainingModeError
+from .native import native_library
 
-__all__ = ["MODES", "SparseInferenceLayer", "SparseConv2d", "SparseLinear"]
+__all__ = ["MODES", "ChwnMaxPool2d", "SparseInferenceLayer", "SparseConv2d", "SparseLinear"]
 
 #: Kernels a layer can run.
-MODES = ("dense", "sparse")
+MODES = ("dense", "sparse", "direct")
 
 # F.unfold beats the strided im2col copy at batch 1 on tiny feature maps (measured:
 # 512 channels at 2x2 / 4x4), where the strided copy moves runs of only 2-4 floats.
 _UNFOLD_MAX_PIXELS = 16
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _direct_conv_chwn(
+    layer: "SparseInferenceLayer", xc: Tensor, meta: tuple, out_shape: tuple[int, int, int, int]
+) -> Tensor:
+    """Run the native kernel: ``xc`` (C', H', W', N) contiguous -> (Co, Ho, Wo, N), bias and ReLU fused."""
+    lib = native_library()
+    co, ho, wo, n = out_shape
+    seg, dh, dw, ci, vals = meta
+    out = torch.empty(out_shape, dtype=torch.float32)
+    bias = layer.bias
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        bias = bias.float().contiguous()
+    lib.fggp_sparse_conv_chwn_f32(
+        xc.data_ptr(), xc.shape[1], xc.shape[2], n, ho, wo, co, dh.numel(),
+        seg.data_ptr(), dh.data_ptr(), dw.data_ptr(), ci.data_ptr(), vals.data_ptr(),
+        _ptr(bias), out.data_ptr(), int(layer.relu), torch.get_num_threads(),
+    )
+    return out
+
+
+def _tap_grouped(
+    rows: Tensor, taps: Tensor, ci: Tensor, values: Tensor, n_rows: int, tap_shifts: Tensor
+) -> tuple[Tensor, ...]:
+    """The direct kernel's weight form: non-zeros sorted by (output channel, tap, input channel).
+
+    Returns (segment pointers (rows * T + 1), tap row shifts, tap column shifts, input channels, values).
+    """
+    n_taps = tap_shifts.shape[0]
+    key = (rows * n_taps + taps) * (int(ci.max()) + 1 if ci.numel() else 1) + ci
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(rows * n_taps + taps, minlength=n_rows * n_taps)
+    seg = torch.zeros(n_rows * n_taps + 1, dtype=torch.int64)
+    seg[1:] = torch.cumsum(counts, 0)
+    return (
+        seg.to(torch.int32),
+        tap_shifts[:, 0].to(torch.int32).contiguous(),
+        tap_shifts[:, 1].to(torch.int32).contiguous(),
+        ci[order].to(torch.int32),
+        values[order].to(torch.float32).contiguous(),
+    )
 
 
 class SparseInferenceLayer(nn.Module):
@@ -57,6 +113,9 @@ class SparseInferenceLayer(nn.Module):
         self.timings: dict[int, dict[str, float]] = {}  # batch size -> {mode: seconds}
         self.default_mode = "dense"
         self._csr_cache: tuple[Tensor, Tensor] | None = None
+        self._direct_meta: dict[tuple, tuple] = {}  # input geometry -> per-non-zero offsets of the direct kernel
+        self.relu = False  # a following ReLU fused into the kernels (set by sparsify_for_inference)
+        self.tuner = None  # set while sparsify_for_inference times the kernels: (layer, x) -> mode
         self.train(False)
 
     # ------------------------------------------------------------ kernel choice
@@ -81,9 +140,10 @@ class SparseInferenceLayer(nn.Module):
         used = set(self.decisions.values()) or {default_mode}
         if "dense" not in used:
             self.weight = None
-        if "sparse" not in used:
+        if not used & {"sparse", "direct"}:
             self.crow_indices = self.col_indices = self.values = None
             self._csr_cache = None
+            self._direct_meta = {}
 
     def _csr(self) -> Tensor:
         if self.values is None:
@@ -113,15 +173,37 @@ class SparseInferenceLayer(nn.Module):
                 "sparse inference computes no gradients: run it under torch.inference_mode() on an input "
                 "that does not require grad"
             )
-        return self.run(x, self.mode_for(x.shape[0]))
+        mode = self.tuner(self, x) if self.tuner is not None else self.mode_for(x.shape[0])
+        return self.run(x, mode)
 
     def run(self, x: Tensor, mode: str) -> Tensor:
-        """Apply the layer with the named kernel, whatever the decisions say."""
+        """Apply the layer (and its fused ReLU) with the named kernel, whatever the decisions say.
+
+        ``"direct"`` runs the torch CSR kernel instead where the native one cannot
+        (no library, not float32): see :meth:`direct_supported`.
+        """
+        if mode == "direct":
+            if self.direct_supported(x):
+                return self._direct(x)  # applies the ReLU itself
+            mode = "sparse"
         if mode == "sparse":
-            return self._sparse(x)
-        if self.weight is None:
+            out = self._sparse(x)
+        elif self.weight is None:
             raise RuntimeError("this layer kept no dense weight: it was set up for sparse kernels only")
-        return self._dense(x)
+        else:
+            out = self._dense(x)
+        return F.relu(out, inplace=True) if self.relu else out
+
+    def direct_supported(self, x: Tensor | None = None) -> bool:
+        """Whether the native direct kernel can run this layer (on ``x``): library built, float32, CPU."""
+        if self.values is None or self.values.dtype != torch.float32 or self.values.device.type != "cpu":
+            return False
+        if x is not None and (x.dtype != torch.float32 or x.device.type != "cpu"):
+            return False
+        return native_library() is not None
+
+    def _direct(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def _dense(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -137,6 +219,7 @@ class SparseInferenceLayer(nn.Module):
             "sparsity": self.sparsity,
             "decisions": {int(b): m for b, m in sorted(self.decisions.items())},
             "default_mode": self.default_mode,
+            "relu_fused": self.relu,
             "timings_s": {int(b): dict(t) for b, t in sorted(self.timings.items())},
         }
 
@@ -208,6 +291,58 @@ class SparseConv2d(SparseInferenceLayer):
         out = out.view(self.out_channels, ho, wo, b).permute(3, 0, 1, 2)
         return out if b == 1 else out.contiguous()
 
+    def _direct_meta_for(self) -> tuple[tuple, tuple[int, ...]]:
+        """The direct kernel's weight form after the polyphase rewrite, and the input phases it reads.
+
+        A stride-s convolution reads input row ``oh*s + off``: split the input into its
+        s x s phase images (row ``q*s + p`` goes to phase p, row q) and every tap becomes
+        a stride-1 tap of one phase image, shifted by ``floor(off / s)``. Only phases that
+        some non-zero reads are built; phase p of input channel ci is channel ``ci*P + p``.
+        """
+        cached = self._direct_meta.get("conv")
+        if cached is not None:
+            return cached
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        rows = torch.repeat_interleave(
+            torch.arange(self.out_channels), (self.crow_indices[1:] - self.crow_indices[:-1]).long()
+        )
+        cols = self.col_indices.long()
+        ci, rem = cols // (kh * kw), cols % (kh * kw)
+        off_h, off_w = (rem // kw) * dh - ph, (rem % kw) * dw - pw
+        phase = torch.remainder(off_h, sh) * sw + torch.remainder(off_w, sw)
+        shift_h, shift_w = torch.div(off_h, sh, rounding_mode="floor"), torch.div(off_w, sw, rounding_mode="floor")
+        phases = (tuple(int(p) for p in torch.unique(phase)) if (sh, sw) != (1, 1) else ()) or (0,)
+        lookup = torch.zeros(sh * sw, dtype=torch.long)
+        lookup[list(phases)] = torch.arange(len(phases))
+        shifts, taps = torch.unique(torch.stack([shift_h, shift_w], 1), dim=0, return_inverse=True)
+        if shifts.numel() == 0:
+            shifts = torch.zeros((1, 2), dtype=torch.long)
+        meta = _tap_grouped(rows, taps, ci * len(phases) + lookup[phase], self.values, self.out_channels, shifts)
+        self._direct_meta["conv"] = cached = (meta, phases)
+        return cached
+
+    def _direct(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"SparseConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        ho, wo = self._out_hw(h, w)
+        meta, phases = self._direct_meta_for()
+        hp, wp = -(-h // self.stride[0]), -(-w // self.stride[1])
+        x4 = x.permute(1, 2, 3, 0)  # CHWN: a view when x came from a direct layer, else one copy
+        (sh, sw) = self.stride
+        if (sh, sw) == (1, 1):
+            xc = x4 if x4.is_contiguous() else x4.contiguous()
+        else:
+            if hp * sh == h and wp * sw == w:
+                xs = x4.reshape(c, hp, sh, wp, sw, b) if x4.is_contiguous() else x4.contiguous().view(c, hp, sh, wp, sw, b)
+            else:
+                xs = x4.new_zeros((c, hp * sh, wp * sw, b))
+                xs[:, :h, :w].copy_(x4)
+                xs = xs.view(c, hp, sh, wp, sw, b)
+            xc = torch.stack([xs[:, :, p // sw, :, p % sw] for p in phases], dim=1).view(c * len(phases), hp, wp, b)
+        out = _direct_conv_chwn(self, xc, meta, (self.out_channels, ho, wo, b))
+        return out.permute(3, 0, 1, 2)
+
 
 class SparseLinear(SparseInferenceLayer):
     """An ``nn.Linear`` for inference, dense or CSR weight @ transposed activations."""
@@ -238,3 +373,49 @@ class SparseLinear(SparseInferenceLayer):
         csr = self._csr()
         out = torch.mm(csr, xt) if self.bias is None else torch.addmm(self.bias.unsqueeze(1), csr, xt)
         return out.t().contiguous().view(*lead, self.out_features)
+
+    def _direct(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        xt = x2.t() if x2.shape[0] == 1 else x2.t().contiguous()  # (in, B): CHWN with H = W = 1
+        meta = self._direct_meta.get("linear")
+        if meta is None:
+            zero = torch.zeros(1, dtype=torch.int32)
+            values = self.values.to(torch.float32).contiguous()
+            meta = self._direct_meta["linear"] = (self.crow_indices, zero, zero.clone(), self.col_indices, values)
+        out = _direct_conv_chwn(self, xt.reshape(self.in_features, 1, 1, -1), meta, (self.out_features, 1, 1, xt.shape[1]))
+        return out.view(self.out_features, -1).t().contiguous().view(*lead, self.out_features)
+
+
+class ChwnMaxPool2d(nn.Module):
+    """``nn.MaxPool2d`` (no padding) that keeps a CHWN-layout input in CHWN (the direct kernel's layout).
+
+    torch's max-pool would copy such an input to NCHW and the next direct layer would
+    copy it back; any other input goes to ``F.max_pool2d`` unchanged.
+    """
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        pair = nn.modules.utils._pair
+        self.kernel_size, self.stride = pair(pool.kernel_size), pair(pool.stride or pool.kernel_size)
+
+    @staticmethod
+    def supports(pool: nn.Module) -> bool:
+        if type(pool) is not nn.MaxPool2d or pool.ceil_mode or pool.return_indices:
+            return False
+        pair = nn.modules.utils._pair
+        return pair(pool.padding) == (0, 0) and pair(pool.dilation) == (1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lib = native_library() if x.dim() == 4 and x.shape[0] > 1 and x.dtype == torch.float32 else None
+        if lib is None or x.device.type != "cpu" or not x.permute(1, 2, 3, 0).is_contiguous():
+            return F.max_pool2d(x, self.kernel_size, self.stride)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        out = torch.empty((c, ho, wo, n), dtype=x.dtype)
+        lib.fggp_maxpool_chwn_f32(x.data_ptr(), c, h, w, n, kh, kw, sh, sw, ho, wo, out.data_ptr(), torch.get_num_threads())
+        return out.permute(3, 0, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"

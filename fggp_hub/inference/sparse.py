@@ -1,11 +1,11 @@
 """``sparsify_for_inference``: run a pruned model's convs and linears with sparse kernels where faster.
 
-Whether CSR beats dense depends on the layer's shape, its sparsity, the batch size
-and the machine (measured on VGG-19 CIFAR: at batch 1 the late 512-channel layers are
-weight-bandwidth bound and CSR wins by 5-20x; at batch 64 dense GEMM is efficient and
-CSR wins only on the sparsest late layers, 2-10x there), so every layer is timed both
-ways on its real input shape at each requested batch size and the faster kernel is
-kept; at run time a layer dispatches on the batch size. Nothing is cached on disk.
+Which kernel wins depends on the layer's shape, its sparsity, the batch size and the
+machine, so every layer is timed with each kernel (dense, torch CSR, native direct)
+on its real input at each requested batch size, and the fastest is kept; at run time
+a layer dispatches on the batch size. Tuning happens inside one forward pass per
+batch size, layer after layer, so each layer is timed on the input it will really
+get (including the memory layout its predecessor's chosen kernel produces).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SparseInferenceError, SparsifyArgumentError, TrainingModeError
-from .fold import fold_batchnorms
-from .layers import MODES, SparseConv2d, SparseInferenceLayer, SparseLinear
+from .fold import conv_relu_pairs, fold_batchnorms
+from .layers import MODES, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
+from .native import native_status
 
 __all__ = ["sparsify_for_inference", "inference_report", "format_inference_report"]
 
@@ -31,7 +32,9 @@ def _check_args(model: nn.Module, batch_sizes: Sequence[int], force: str | None,
     if any(m.training for m in model.modules()):
         raise TrainingModeError("the model is in training mode: call model.eval() before sparsify_for_inference")
     if force is not None and force not in MODES:
-        raise SparsifyArgumentError(f"force={force!r} is not a kernel mode: use None, 'dense' or 'sparse'")
+        raise SparsifyArgumentError(
+            f"force={force!r} is not a kernel mode: use None, 'dense', 'sparse' (torch CSR) or 'direct' (native)"
+        )
     sizes = tuple(batch_sizes) if isinstance(batch_sizes, Sequence) else (batch_sizes,)
     if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in sizes):
         raise SparsifyArgumentError(
@@ -79,16 +82,11 @@ def _replace_layers(model: nn.Module) -> tuple[dict[str, SparseInferenceLayer], 
     return layers, skipped
 
 
-@torch.inference_mode()
-def _capture_inputs(model: nn.Module, layers: dict[str, SparseInferenceLayer], sample: Tensor) -> dict[str, Tensor]:
-    """Each layer's input in one forward pass of ``sample`` (copies: later in-place ops must not change them)."""
-    inputs: dict[str, Tensor] = {}
-    handles = [
-        layer.register_forward_pre_hook(lambda mod, args, name=name: inputs.setdefault(name, args[0].clone()))
-        for name, layer in layers.items()
-    ]
+def _sample_forward(model: nn.Module, sample: Tensor) -> None:
+    """One forward pass; a failure that is not ours becomes a one-line argument error."""
     try:
-        model(sample)
+        with torch.inference_mode():
+            model(sample)
     except SparseInferenceError:
         raise
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
@@ -97,10 +95,6 @@ def _capture_inputs(model: nn.Module, layers: dict[str, SparseInferenceLayer], s
             f"a sample forward pass with input shape {tuple(sample.shape)} failed ({first}): "
             f"pass the model's real input_size=(C, H, W)"
         ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-    return inputs
 
 
 # Fast kernels (batch 1: microseconds to a few ms) are re-run until each has had this much
@@ -110,33 +104,66 @@ _MIN_TIME_S = 0.05
 _MAX_ROUNDS = 50
 
 
-@torch.inference_mode()
-def _time_kernels(layer: SparseInferenceLayer, x: Tensor, repeats: int) -> dict[str, float]:
-    """Best seconds per kernel over at least ``repeats`` rounds, round-robin so drift hits both alike.
+# The torch CSR kernel is timed at batch sizes below this only when the native kernel can run
+# the layer: at batch 64 it was 2-30x slower than the direct kernel on every VGG-19 layer and
+# takes seconds per run on the early ones.
+_TORCH_CSR_MAX_BATCH = 8
 
-    Stops early when one kernel is clearly slower.
+
+@torch.inference_mode()
+def _time_kernels(layer: SparseInferenceLayer, x: Tensor, repeats: int, modes: Sequence[str]) -> dict[str, float]:
+    """Best seconds per kernel over at least ``repeats`` rounds, round-robin so drift hits all alike.
+
+    Kernels clearly slower than the best after the warm-up round are dropped early.
     """
-    best = {m: math.inf for m in MODES}
-    spent = {m: 0.0 for m in MODES}
-    order = list(MODES)
+    best = {m: math.inf for m in modes}
+    spent = {m: 0.0 for m in modes}
+    order = list(modes)
     i = 0
-    while i <= repeats or (i <= _MAX_ROUNDS and min(spent.values()) < _MIN_TIME_S):
-        warmup = {}
+    while i <= repeats or (i <= _MAX_ROUNDS and min(spent[m] for m in order) < _MIN_TIME_S):
         for mode in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             layer.run(x, mode)
             elapsed = time.perf_counter() - start
-            if i == 0:  # round 0 warms up (allocator, MKL handles, oneDNN primitives)
-                warmup[mode] = elapsed
+            if i == 0:  # round 0 warms up (allocator, MKL handles, oneDNN primitives, kernel metadata)
+                best[mode] = elapsed
             else:
-                best[mode] = min(best[mode], elapsed)
+                best[mode] = min(best[mode], elapsed) if i > 1 else elapsed
                 spent[mode] += elapsed
-        if i == 0 and warmup["sparse"] > max(8 * warmup["dense"], _MIN_TIME_S):
-            return warmup  # slow, and losing clearly even against a cold dense kernel: do not spend seconds on it
-        if i >= 2 and max(best.values()) > 4 * min(best.values()) and min(spent.values()) >= _MIN_TIME_S:
-            break
+        fastest = min(best[m] for m in order)
+        if i == 0:  # slow even against cold kernels: do not spend seconds on it
+            order = [m for m in order if m == "dense" or best[m] <= max(8 * fastest, _MIN_TIME_S)]
+        elif i >= 2 and len(order) > 1:
+            keep = [m for m in order if m == "dense" or best[m] <= 4 * fastest]
+            if keep != order and min(spent[m] for m in keep) >= _MIN_TIME_S:
+                order = keep
+            elif max(best[m] for m in order) > 4 * fastest and min(spent[m] for m in order) >= _MIN_TIME_S:
+                break
         i += 1
     return best
+
+
+def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
+    if not layer.direct_supported(x):
+        return ("dense", "sparse")
+    if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
+        return ("dense", "direct")
+    return ("dense", "sparse", "direct")
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _replace_pools(model: nn.Module) -> list[str]:
+    """Swap plain max-pools for a twin that keeps the direct kernel's CHWN layout (no copy in and out)."""
+    names = []
+    for name, module in list(model.named_modules()):
+        if ChwnMaxPool2d.supports(module):
+            _set_submodule(model, name, ChwnMaxPool2d(module))
+            names.append(name)
+    return names
 
 
 def sparsify_for_inference(
@@ -146,6 +173,7 @@ def sparsify_for_inference(
     input_size: Sequence[int] | None = None,
     force: str | None = None,
     fold_bn: bool = True,
+    fuse_relu: bool = True,
     min_sparsity: float = 0.5,
     min_speedup: float = 1.1,
     repeats: int = 5,
@@ -166,10 +194,12 @@ def sparsify_for_inference(
         model: a model in eval mode (a pruned one: zeros in its weights). Left untouched unless ``inplace``.
         batch_sizes: batch sizes to tune for, e.g. ``(1, 64)``.
         input_size: one sample's shape (C, H, W); default ``model.pretrained_cfg["input_size"]``.
-        force: ``"dense"`` or ``"sparse"`` to skip timing and use that kernel everywhere (tests, debugging).
+        force: ``"dense"``, ``"sparse"`` (torch CSR) or ``"direct"`` (native kernel, torch CSR where it cannot
+            run) to skip timing and use that kernel everywhere (tests, debugging).
         fold_bn: fold BatchNorm into the preceding convs.
         min_sparsity: layers less sparse than this stay dense without being timed.
-        min_speedup: how much faster the sparse kernel must be to be chosen (guards against timing noise).
+        min_speedup: how much faster a sparse kernel must be than dense to be chosen (guards against timing noise).
+        fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel.
         repeats: timed runs per kernel, layer and batch size (the best is kept).
         inplace: convert ``model`` itself instead of a deep copy.
 
@@ -187,8 +217,16 @@ def sparsify_for_inference(
     for p in out.parameters():
         p.requires_grad_(False)
     folded, fold_method = fold_batchnorms(out) if fold_bn else ([], "off")
+    relu_pairs = conv_relu_pairs(out) if fuse_relu else []
     layers, skipped = _replace_layers(out)
-    out.eval()  # the new layers and the Identity modules that replaced folded BNs
+    fused = []
+    for layer_name, relu_name in relu_pairs:
+        if layer_name in layers:
+            layers[layer_name].relu = True
+            _set_submodule(out, relu_name, nn.Identity())
+            fused.append([layer_name, relu_name])
+    pools = _replace_pools(out)
+    out.eval()  # the new layers and the Identity modules that replaced folded BNs and fused ReLUs
 
     if force is not None:
         for layer in layers.values():
@@ -196,19 +234,32 @@ def sparsify_for_inference(
     else:
         shape = _resolve_input_size(out, input_size)
         decisions: dict[str, dict[int, str]] = {name: {} for name in layers}
-        for b in sizes:
-            inputs = _capture_inputs(out, layers, torch.randn((b, *shape), dtype=dtype))
-            for name, layer in layers.items():
-                x = inputs.pop(name, None)
-                if x is None:
-                    continue  # not reached by the forward pass: keeps the default (dense)
-                key = x.shape[0]  # layers dispatch on their input's first dim (the batch size for CNNs)
-                if layer.sparsity < min_sparsity:
-                    decisions[name][key] = "dense"  # too dense to be worth timing
-                    continue
-                best = _time_kernels(layer, x, repeats)
-                layer.timings[key] = best
-                decisions[name][key] = "sparse" if best["sparse"] * min_speedup <= best["dense"] else "dense"
+
+        def tuner(layer: SparseInferenceLayer, x: Tensor) -> str:
+            name = names[id(layer)]
+            key = x.shape[0]  # layers dispatch on their input's first dim (the batch size for CNNs)
+            if key in decisions[name]:
+                return decisions[name][key]
+            if layer.sparsity < min_sparsity:
+                decisions[name][key] = "dense"  # too dense to be worth timing
+                return "dense"
+            best = _time_kernels(layer, x, repeats, _candidate_modes(layer, x))
+            layer.timings[key] = best
+            mode = min(best, key=best.get)
+            if mode != "dense" and best[mode] * min_speedup > best["dense"]:
+                mode = "dense"
+            decisions[name][key] = mode
+            return mode
+
+        names = {id(layer): name for name, layer in layers.items()}
+        for layer in layers.values():
+            layer.tuner = tuner
+        try:
+            for b in sizes:
+                _sample_forward(out, torch.randn((b, *shape), dtype=dtype))
+        finally:
+            for layer in layers.values():
+                layer.tuner = None
         for name, layer in layers.items():
             layer.set_decisions(decisions[name])
 
@@ -223,6 +274,9 @@ def sparsify_for_inference(
             "threads": torch.get_num_threads(),
             "folded_batchnorms": [list(p) for p in folded],
             "fold_method": fold_method,
+            "fused_relus": fused,
+            "layout_pools": pools,
+            "native": native_status(),
             "skipped_layers": skipped,
         },
     )
@@ -239,18 +293,23 @@ def inference_report(model: nn.Module) -> dict[str, Any]:
 
 
 def format_inference_report(report: dict[str, Any]) -> str:
-    """The report as a table: one row per layer, kernel and dense/sparse times per batch size."""
+    """The report as a table: one row per layer; per batch size the kernel in use, its time and dense's."""
     sizes = report.get("batch_sizes") or sorted({b for lay in report["layers"].values() for b in lay["decisions"]})
-    head = f"{'layer':<28}{'matrix':>12}{'sparsity':>10}" + "".join(f"{f'b{b}':>26}" for b in sizes)
-    rows = [head]
+    native = report.get("native") or {}
+    if native.get("available"):
+        rows = [f"native direct kernel: in use where chosen ({native.get('library')})"]
+    else:
+        rows = [f"native direct kernel: unavailable ({native.get('reason', 'unknown')}); torch kernels only"]
+    rows.append(f"{'layer':<28}{'matrix':>12}{'sparsity':>10}" + "".join(f"{f'b{b} kernel, ms/dense ms':>30}" for b in sizes))
     for name, lay in report["layers"].items():
         cells = []
         for b in sizes:
             mode = lay["decisions"].get(b, lay["default_mode"])
             t = lay["timings_s"].get(b)
-            cells.append(f"{mode:>7} " + (f"{t['dense'] * 1e3:8.3f}/{t['sparse'] * 1e3:8.3f}ms" if t else f"{'':>18}"))
+            timing = f"{t[mode] * 1e3:8.3f}/{t['dense'] * 1e3:8.3f}" if t and mode in t else f"{'':>17}"
+            cells.append(f"{mode + ('+relu' if lay.get('relu_fused') else ''):>12} {timing}")
         shape = "x".join(str(s) for s in lay["matrix_shape"])
-        rows.append(f"{name:<28}{shape:>12}{lay['sparsity']:>10.4f}" + "".join(f"{c:>26}" for c in cells))
+        rows.append(f"{name:<28}{shape:>12}{lay['sparsity']:>10.4f}" + "".join(f"{c:>30}" for c in cells))
     if report.get("skipped_layers"):
         rows.append("skipped: " + "; ".join(f"{n} ({r})" for n, r in report["skipped_layers"].items()))
     return "\n".join(rows)

@@ -1,7 +1,8 @@
 """Sparse CPU inference: logits equal to the dense-with-zeros model, per-layer choices, guards.
 
 No timing assertions: the per-layer choice depends on the machine, so correctness
-is checked for the measured choice and for both forced kernels.
+is checked for the measured choice and for every forced kernel (dense, torch CSR,
+native direct, and the direct mode's torch fallback when the library is missing).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 import fggp_hub
 from fggp_hub.inference import (
+    ChwnMaxPool2d,
     SparseConv2d,
     SparseInferenceLayer,
     SparseLinear,
@@ -22,8 +24,14 @@ from fggp_hub.inference import (
     conv_bn_pairs,
     format_inference_report,
     inference_report,
+    native_status,
     sparsify_for_inference,
 )
+from fggp_hub.inference import layers as layers_module
+
+NATIVE = native_status()["available"]
+MODES_ALL = ("dense", "sparse", "direct")
+needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
 from fggp_hub.pruning import prunable_parameters
 
 TOL = 1e-4  # relative to the largest logit
@@ -120,6 +128,9 @@ def _input_size(name: str) -> tuple[int, int, int] | None:
         (0.98, "global", "sparse"),
         (0.9, "random", "sparse"),
         (0.9, "global", "dense"),
+        (0.9, "global", "direct"),
+        (0.98, "global", "direct"),
+        (0.9, "random", "direct"),
     ],
 )
 def test_logits_match_dense_model(name, sparsity, kind, force):
@@ -216,7 +227,7 @@ def test_sparse_conv_matches_conv2d(kernel, stride, padding, dilation, bias, hw,
     layer = SparseConv2d(conv.eval())
     with torch.inference_mode():
         ref = conv(x)
-        for mode in ("sparse", "dense"):
+        for mode in ("sparse", "dense", "direct"):
             out = layer.run(x, mode)
             assert out.shape == ref.shape
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -232,9 +243,10 @@ def test_sparse_linear_matches_linear(shape):
     x = torch.randn(*shape)
     with torch.inference_mode():
         ref = linear(x)
-        out = layer.run(x, "sparse")
-    assert out.is_contiguous()
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        for mode in ("sparse", "direct"):
+            out = layer.run(x, mode)
+            assert out.is_contiguous()
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_choice_dispatches_on_batch_size():
@@ -258,14 +270,15 @@ def test_report_lists_each_layer_and_its_choice():
     assert len(report["layers"]) == 20
     for name, layer in report["layers"].items():
         assert set(layer["decisions"]) == {1, 4}
-        assert set(layer["decisions"].values()) <= {"dense", "sparse"}
+        assert set(layer["decisions"].values()) <= {"dense", "sparse", "direct"}
         if name == "conv1":  # first conv is not pruned: below min_sparsity, kept dense untimed
             assert layer["sparsity"] == 0.0 and not layer["timings_s"]
             assert layer["decisions"] == {1: "dense", 4: "dense"}
         else:
             assert set(layer["timings_s"]) == {1, 4}
+    assert report["native"]["available"] == NATIVE
     table = format_inference_report(report)
-    assert "layer3.2.conv2" in table and "b4" in table
+    assert "layer3.2.conv2" in table and "b4" in table and "native direct kernel" in table
     assert "sparsity=" in repr(fast.layer3[2].conv2)
 
 
@@ -330,3 +343,88 @@ def test_unsupported_layers_stay_as_they_are():
 def test_exported_at_package_level():
     assert fggp_hub.sparsify_for_inference is sparsify_for_inference
     assert "sparsify_for_inference" in fggp_hub.__all__
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_direct_kernel_chains_in_chwn_layout_with_fused_relu_and_pools(batch):
+    """VGG-style stack on the direct kernel: activations stay CHWN from layer to layer, ReLUs fused, pools kept."""
+    model = _pruned("small_vgg_cifar", 0.9, "global")
+    fast = sparsify_for_inference(model, force="direct")
+    report = inference_report(fast)
+    assert len(report["fused_relus"]) == 6 and report["layout_pools"]  # every conv's ReLU, the max-pools
+    assert all(isinstance(fast.get_submodule(r), nn.Identity) for _, r in report["fused_relus"])
+    assert all(isinstance(fast.get_submodule(p), ChwnMaxPool2d) for p in report["layout_pools"])
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].permute(1, 2, 3, 0).is_contiguous()))
+               for m in fast.modules() if isinstance(m, SparseConv2d)]
+    x = _input("v", batch)
+    with torch.inference_mode():
+        _assert_same_logits(model(x), fast(x))
+    for h in handles:
+        h.remove()
+    assert all(seen[1:])  # every conv after the first reads its input in place
+
+
+@needs_native
+def test_direct_kernel_handles_strided_convs_and_empty_layers():
+    """Stride 2 (polyphase rewrite), a 1x1 stride-2 projection and a layer with no non-zero at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1, stride=2), nn.Conv2d(8, 4, 3, padding=1),
+        nn.Conv2d(4, 4, 3, stride=3, padding=2, dilation=2),
+    ).eval()
+    with torch.no_grad():
+        model[3].weight.zero_()
+        model[0].weight.mul_(torch.rand_like(model[0].weight) > 0.5)
+    fast = sparsify_for_inference(model, force="direct")
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 17, 16)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_direct_mode_falls_back_to_torch_without_the_library(monkeypatch):
+    monkeypatch.setattr(layers_module, "native_library", lambda: None)
+    model = _pruned("fggp_resnet20_cifar", 0.9, "global")
+    fast = sparsify_for_inference(model, force="direct")
+    layer = fast.layer1[0].conv1
+    assert not layer.direct_supported()
+    x = _input("r", 3)
+    with torch.inference_mode():
+        _assert_same_logits(model(x), fast(x))
+    tuned = sparsify_for_inference(model, batch_sizes=(1, 2), repeats=1)
+    assert all(m != "direct" for lay in inference_report(tuned)["layers"].values() for m in lay["decisions"].values())
+
+
+@needs_native
+def test_tuning_can_pick_the_direct_kernel_and_stays_exact():
+    model = _pruned("small_vgg_cifar", 0.98, "global")
+    fast = sparsify_for_inference(model, batch_sizes=(1, 16), repeats=1, min_speedup=1.0)
+    report = inference_report(fast)
+    modes = {m for lay in report["layers"].values() for m in lay["decisions"].values()}
+    assert modes <= set(MODES_ALL)
+    for lay in report["layers"].values():
+        for b, t in lay["timings_s"].items():
+            assert lay["decisions"][b] in t and "dense" in t  # chosen among the timed kernels
+            assert t[lay["decisions"][b]] <= t["dense"]  # never a kernel slower than dense
+    for batch in (1, 16, 5):
+        x = _input("v", batch)
+        with torch.inference_mode():
+            _assert_same_logits(model(x), fast(x))
+
+
+def test_native_build_is_cached_and_can_be_disabled(tmp_path, monkeypatch):
+    from fggp_hub.inference import native
+
+    monkeypatch.setattr(native, "_state", {"tried": False, "lib": None, "reason": "not built yet", "path": None})
+    monkeypatch.setenv(native.NATIVE_ENV, "0")
+    assert native.native_library() is None and "FGGP_HUB_NATIVE" in native.native_status()["reason"]
+    if not NATIVE:
+        return
+    monkeypatch.setattr(native, "_state", {"tried": False, "lib": None, "reason": "not built yet", "path": None})
+    monkeypatch.setenv(native.NATIVE_ENV, "1")
+    monkeypatch.setenv(native.NATIVE_CACHE_ENV, str(tmp_path))
+    assert native.native_library() is not None
+    built = list(tmp_path.glob("libfggp_sparse_*.so"))
+    assert len(built) == 1 and native.native_status()["library"] == str(built[0])

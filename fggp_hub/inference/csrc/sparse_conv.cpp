@@ -1,0 +1,177 @@
+// Direct sparse convolution for CPU inference (float32, AVX2 + FMA, OpenMP).
+//
+// Activations are in "CHWN" layout: channel, row, column, batch (batch innermost), so
+// that for a stride-1 convolution one output row of (Wo x N) values reads, for each
+// non-zero weight, one contiguous run of the input (shifted by the tap's offset).
+// The weight is CSR over output channels; each non-zero carries its input pixel
+// offset (ci*H*W + dh*W + dw, in pixels) and its tap shift (dh, dw). An output tile
+// (up to 64 consecutive values of one output row) lives in AVX registers while the
+// non-zeros of one output channel are streamed over it: im2col is never built, and
+// each multiply-add is one load + one FMA. Out-of-image taps (zero padding) are
+// skipped per tile, or masked per lane at the image border. Strided convolutions are
+// rewritten to stride 1 by the caller (polyphase split of the input).
+//
+// Built by fggp_hub/inference/native.py with g++ and loaded with ctypes; the OpenMP
+// runtime is the one torch already loaded (same soname), so both share one pool.
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+#include <algorithm>
+
+namespace {
+
+constexpr int kMaxVec = 8;  // 64 floats per tile: 8 accumulators, registers to spare for loads
+
+struct Conv {
+  const float* x;
+  int H, W, N;     // input rows, columns, batch
+  int Ho, Wo, Co;  // output rows, columns, channels
+  int T;           // taps (distinct (dh, dw) shifts)
+  const int32_t* seg;  // (Co * T + 1): non-zeros of output channel co and tap t are seg[co*T+t] .. seg[co*T+t+1]
+  const int32_t* dh;   // (T,) row shift of each tap
+  const int32_t* dw;   // (T,) column shift of each tap
+  const int32_t* ci;   // (nnz,) input channel of each non-zero
+  const float* val;    // (nnz,)
+  const float* bias;
+  float* out;
+  int relu;
+};
+
+static inline __m256i lane_mask(int lo, int hi) {
+  // lanes i with lo <= i < hi
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i ge = _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(lo - 1));
+  __m256i lt = _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), idx);
+  return _mm256_and_si256(ge, lt);
+}
+
+// One tile: output row oh, elements [e0, e1) of the row (e1 - e0 <= NV * 8), all channels.
+// Non-zeros are grouped by tap, so a tap's validity (image border) is decided once per
+// group and the inner loop is branch-free: one index load, NV loads and NV FMAs.
+template <int NV>
+static void tile(const Conv& c, int oh, int e0, int e1) {
+  const int64_t N = c.N;
+  const int64_t row_len = (int64_t)c.Wo * N;
+  const int64_t plane = (int64_t)c.H * c.W * N;  // floats per input channel
+  const bool full_tile = (e1 - e0) == NV * 8;
+  const int T = c.T;
+  for (int co = 0; co < c.Co; ++co) {
+    __m256 acc[NV];
+    const __m256 b = _mm256_set1_ps(c.bias ? c.bias[co] : 0.0f);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = b;
+    const int32_t* seg = c.seg + (int64_t)co * T;
+    for (int t = 0; t < T; ++t) {
+      const int j0 = seg[t], j1 = seg[t + 1];
+      if (j0 == j1) continue;
+      const int r = oh + c.dh[t];
+      if ((unsigned)r >= (unsigned)c.H) continue;
+      const int d = c.dw[t];
+      // valid output columns: 0 <= ow + d < W and ow < Wo
+      const int64_t lo = std::max<int64_t>(e0, (int64_t)std::max(0, -d) * N);
+      const int64_t hi = std::min<int64_t>(e1, (int64_t)std::min(c.Wo, c.W - d) * N);
+      if (lo >= hi) continue;
+      // base[k + ci * plane] feeds output element e0 + k
+      const float* base = c.x + ((int64_t)r * c.W + d) * N + e0;
+      if (full_tile && lo == e0 && hi == e1) {
+        for (int j = j0; j < j1; ++j) {
+          const float* p = base + (int64_t)c.ci[j] * plane;
+          const __m256 w = _mm256_set1_ps(c.val[j]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * v), acc[v]);
+        }
+      } else {
+        const int a = (int)(lo - e0), z = (int)(hi - e0);
+        __m256i m[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) m[v] = lane_mask(a - 8 * v, z - 8 * v);
+        for (int j = j0; j < j1; ++j) {
+          const float* p = base + (int64_t)c.ci[j] * plane;
+          const __m256 w = _mm256_set1_ps(c.val[j]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8 * v, m[v]), acc[v]);
+        }
+      }
+    }
+    float* o = c.out + ((int64_t)co * c.Ho + oh) * row_len + e0;
+    const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      __m256 y = c.relu ? _mm256_max_ps(acc[v], zero) : acc[v];
+      if (full_tile) {
+        _mm256_storeu_ps(o + 8 * v, y);
+      } else {
+        const int z = e1 - e0;
+        if (8 * v >= z) break;
+        _mm256_maskstore_ps(o + 8 * v, lane_mask(0, z - 8 * v), y);
+      }
+    }
+  }
+}
+
+typedef void (*TileFn)(const Conv&, int, int, int);
+static const TileFn kTiles[kMaxVec + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, tile<4>,
+                                            tile<5>, tile<6>, tile<7>, tile<8>};
+
+}  // namespace
+
+extern "C" {
+
+int fggp_sparse_abi_version() { return 2; }
+
+// out (Co, Ho, Wo, N) = conv(x (C, H, W, N)) for stride 1; see the file comment.
+void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int Wo, int Co, int T,
+                               const int32_t* seg, const int32_t* dh, const int32_t* dw, const int32_t* ci,
+                               const float* val, const float* bias, float* out, int relu, int nthreads) {
+  Conv c{x, H, W, N, Ho, Wo, Co, T, seg, dh, dw, ci, val, bias, out, relu};
+  const int64_t row_len = (int64_t)Wo * N;
+  const int64_t tile_len = kMaxVec * 8;
+  const int64_t tiles_per_row = (row_len + tile_len - 1) / tile_len;
+  const int64_t ntasks = tiles_per_row * Ho;
+  // Few big tasks (batch 1, small maps): split the channels instead so both cores work.
+  const int64_t co_split = (ntasks >= 4 * nthreads || Co < 16) ? 1 : std::min<int64_t>(4 * nthreads, Co / 8);
+  const int64_t chunk = (Co + co_split - 1) / co_split;
+  // static: each thread takes one run of neighbouring tiles, which share most of their input
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t t = 0; t < ntasks * co_split; ++t) {
+    const int64_t task = t / co_split, part = t % co_split;
+    const int oh = (int)(task / tiles_per_row);
+    const int64_t e0 = (task % tiles_per_row) * tile_len;
+    const int64_t e1 = std::min(row_len, e0 + tile_len);
+    const int nv = (int)((e1 - e0 + 7) / 8);
+    Conv cc = c;
+    const int co0 = (int)std::min<int64_t>(Co, part * chunk), co1 = (int)std::min<int64_t>(Co, co0 + chunk);
+    if (co0 >= co1) continue;
+    cc.seg = c.seg + (int64_t)co0 * c.T;
+    cc.Co = co1 - co0;
+    cc.bias = c.bias ? c.bias + co0 : nullptr;
+    cc.out = c.out + (int64_t)co0 * Ho * row_len;
+    kTiles[nv](cc, oh, (int)e0, (int)e1);
+  }
+}
+
+// out (C, Ho, Wo, N) = max-pool(x (C, H, W, N)), kernel kh x kw, stride sh x sw, no padding.
+void fggp_maxpool_chwn_f32(const float* x, int C, int H, int W, int N, int kh, int kw, int sh, int sw,
+                           int Ho, int Wo, float* out, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t t = 0; t < (int64_t)C * Ho; ++t) {
+    const int64_t ch = t / Ho;
+    const int oh = (int)(t % Ho);
+    for (int ow = 0; ow < Wo; ++ow) {
+      float* o = out + ((ch * Ho + oh) * Wo + ow) * (int64_t)N;
+      for (int i = 0; i < kh; ++i) {
+        for (int k = 0; k < kw; ++k) {
+          const float* p = x + ((ch * H + (int64_t)oh * sh + i) * W + (int64_t)ow * sw + k) * N;
+          if (i == 0 && k == 0) {
+            memcpy(o, p, sizeof(float) * N);
+          } else {
+            for (int n = 0; n < N; ++n) o[n] = std::max(o[n], p[n]);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // extern "C"

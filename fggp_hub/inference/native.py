@@ -1,0 +1,130 @@
+"""The native direct sparse convolution kernel: built with the system C++ compiler on first use, cached.
+
+The kernel is one small C++ file (``csrc/sparse_conv.cpp``) with a plain C ABI,
+compiled with ``g++ -O3 -mavx2 -mfma -fopenmp`` into a shared library and called
+through :mod:`ctypes`: no Python headers, no ninja and no torch headers are
+needed, so it builds in about a second wherever a C++ compiler exists. The
+library links ``libgomp.so.1``, which torch has already loaded, so the kernel and
+torch share one OpenMP thread pool.
+
+Build products live in ``$FGGP_HUB_NATIVE_CACHE`` (default
+``~/.cache/fggp_hub/native``), keyed by the source's hash and the compiler
+command. ``FGGP_HUB_NATIVE=0`` disables the kernel (the pure-torch kernels
+remain). Anything that goes wrong leaves :func:`native_status` with the reason
+and the layers on their torch kernels.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["native_library", "native_status", "NATIVE_ENV", "NATIVE_CACHE_ENV"]
+
+NATIVE_ENV = "FGGP_HUB_NATIVE"
+NATIVE_CACHE_ENV = "FGGP_HUB_NATIVE_CACHE"
+_SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
+_FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
+_ABI_VERSION = 2
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get(NATIVE_CACHE_ENV)
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fggp_hub" / "native"
+
+
+def _cpu_has_avx2_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx2", "fma"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cxx: str) -> Path:
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([Path(cxx).name, *_FLAGS]).encode()).hexdigest()[:16]
+    out = _cache_dir() / f"libfggp_sparse_{key}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to the target and rename: concurrent first uses never load a half-written file.
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            tail = " ".join((proc.stderr or proc.stdout).split())[-400:]
+            raise RuntimeError(f"{Path(cxx).name} failed ({tail})")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.fggp_sparse_abi_version.restype = i
+    lib.fggp_sparse_conv_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, p, p, p, p, p, p, p, i, i]
+    lib.fggp_sparse_conv_chwn_f32.restype = None
+    lib.fggp_maxpool_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p, i]
+    lib.fggp_maxpool_chwn_f32.restype = None
+
+
+def native_library() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on first use; None when unavailable (see :func:`native_status`)."""
+    if _state["tried"]:
+        return _state["lib"]
+    with _lock:
+        if _state["tried"]:
+            return _state["lib"]
+        try:
+            if os.environ.get(NATIVE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+                raise RuntimeError(f"disabled by {NATIVE_ENV}=0")
+            if not _cpu_has_avx2_fma():
+                raise RuntimeError("the CPU lacks AVX2/FMA (or is not x86-64 Linux)")
+            cxx = _compiler()
+            if cxx is None:
+                raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
+            import torch  # noqa: F401  torch first: its libgomp.so.1 is the one the library binds to
+
+            path = _build(cxx)
+            lib = ctypes.CDLL(str(path))
+            _bind(lib)
+            if lib.fggp_sparse_abi_version() != _ABI_VERSION:
+                raise RuntimeError(f"{path} has another ABI version; delete it to rebuild")
+            _state.update(lib=lib, path=str(path), reason=None)
+        except Exception as exc:  # noqa: BLE001  any failure: keep the torch kernels, remember why
+            _state.update(lib=None, reason=" ".join(str(exc).split()) or type(exc).__name__)
+        _state["tried"] = True
+    return _state["lib"]
+
+
+def native_status() -> dict[str, Any]:
+    """Whether the direct kernel is in use, the library path, or why not."""
+    lib = native_library()
+    return {"available": lib is not None, "library": _state["path"], "reason": _state["reason"]}
