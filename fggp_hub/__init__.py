@@ -14,6 +14,7 @@ from .hub import (  # sparse checkpoints on the Hub
     push,
 )
 from .eval import evaluate_model  # accuracy, sparsity, MACs and latency of a model
+from .onnx import to_onnx  # ONNX file of a checkpoint (needs the onnx package at call time)
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,6 @@ __all__ = [
     "push",
     "sparsity_stats",
     "sparsify_for_inference",
+    "to_onnx",
     "__version__",
 ]

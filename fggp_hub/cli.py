@@ -156,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--repo-id", default=None, help="repo id for the loading instructions (default: the one the card names)")
     p.add_argument("--template", default=None, help="card template (default: the package's hub/templates/model_card.md)")
+    p = add("onnx", "write an ONNX file of a checkpoint: BatchNorm folded, zeros exact, dynamic batch")
+    p.add_argument("name", help="zoo name, repo id or export folder")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--batch-size", type=int, default=None, help="fixed batch size (default: dynamic)")
+
     return parser
 
 
@@ -617,8 +622,20 @@ def _cmd_card(args) -> int:
 
 
 # =============================================================================== main
+def _cmd_onnx(args) -> int:
+    from .hub import load
+    from .onnx import to_onnx
+
+    path = to_onnx(load(args.name, hub=args.hub), args.out, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"name": args.name, "onnx": str(path), "batch_size": args.batch_size}))
+    else:
+        print(f"wrote {path}")
+    return 0
+
+
 _COMMANDS = {"list": _cmd_list, "info": _cmd_info, "pull": _cmd_pull, "push": _cmd_push,
-             "export": _cmd_export, "eval": _cmd_eval, "card": _cmd_card}
+             "export": _cmd_export, "eval": _cmd_eval, "card": _cmd_card, "onnx": _cmd_onnx}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -627,7 +644,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .hub.errors import FggpHubError
     from .recipes import RecipeError
 
-    errors: list[type[BaseException]] = [CliError, FggpHubError, DataSourceError, RecipeError, OSError, ValueError, LookupError]
+    from .onnx import OnnxExportError
+
+    errors: list[type[BaseException]] = [CliError, FggpHubError, DataSourceError, RecipeError, OSError, ValueError, LookupError,
+                                         OnnxExportError]
     try:
         from . import eval as _eval
 

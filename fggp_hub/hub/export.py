@@ -222,6 +222,7 @@ def export(
     compact: bool = True,
     overwrite: bool = True,
     template: str | os.PathLike | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write ``model`` as a Hub repo folder at ``out_dir`` and return its path.
 
@@ -244,6 +245,7 @@ def export(
         compact: also write ``model.sparse.safetensors``.
         overwrite: replace an existing export at ``out_dir``.
         template: a card template instead of the package's ``hub/templates/model_card.md``.
+        onnx: also write ``model.onnx`` (:func:`fggp_hub.to_onnx`: BN folded, dynamic batch; needs ``onnx``).
     """
     from .. import __version__
 
@@ -338,6 +340,10 @@ def export(
         config["sparsity"] = block
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
+        if onnx:
+            from ..onnx import ONNX_FILE, to_onnx
+
+            to_onnx(module, tmp / ONNX_FILE, input_size=input_size)
         if recipe_text is not None:
             (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
         if results_dict is not None:

@@ -41,7 +41,7 @@ SPARSITY_TOLERANCE = 1e-6
 #: Version of config.json's "sparsity" block written by this fggp-hub.
 BLOCK_VERSION = 1
 #: File kinds a repo may hold. Weights are safetensors only: nothing is ever unpickled.
-ALLOWED_SUFFIXES = (".safetensors", ".json", ".md", ".yaml", ".yml", ".png", ".txt")
+ALLOWED_SUFFIXES = (".safetensors", ".json", ".md", ".yaml", ".yml", ".png", ".txt", ".onnx")
 _ALLOWED_DOTFILES = (".gitattributes",)
 _MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
@@ -100,7 +100,7 @@ def validate_filename(name: Any, where: str = "repo") -> str:
         or not name.endswith(ALLOWED_SUFFIXES)
     ):
         raise InvalidNameError(
-            f"refusing file {str(name)[:120]!r} in {where}: only plain names of safetensors/json/md/yaml/png/txt files "
+            f"refusing file {str(name)[:120]!r} in {where}: only plain names of safetensors/json/md/yaml/png/txt/onnx files "
             "are allowed (no paths, '..', pickles or odd characters)"
         )
     return name
