@@ -167,8 +167,76 @@ def check_folder_files(folder: str | Path) -> list[str]:
     return names
 
 
+# ------------------------------------------------------------------ verification records
+# Hashing a 90 MB file costs ~0.1 s on every load. A file inside the hub's own caches (the
+# local hub / fggp_hub home, huggingface_hub's cache) that was hashed and matched before is
+# trusted again while its (real path, size, mtime_ns, ctime_ns, inode, device) and the
+# expected sha256 are unchanged: any write changes mtime/ctime (ctime cannot be set back by a
+# user), a replaced file has another inode. Files elsewhere (a folder the user edits) are
+# always hashed.
+_RECORDS_DIR = "verified"
+
+
+def _trusted_roots() -> list[Path]:
+    from .hubs import home_dir
+
+    roots = [home_dir()]
+    try:
+        from huggingface_hub import constants
+
+        roots.append(Path(constants.HF_HUB_CACHE))
+    except Exception:  # noqa: BLE001  no huggingface_hub cache configured: the fggp_hub home only
+        pass
+    return [r.expanduser().resolve() for r in roots]
+
+
+def _identity(real: Path, sha256: str) -> dict:
+    st = real.stat()
+    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "device": st.st_dev, "sha256": sha256}
+
+
+def _record_file(real: Path) -> Path:
+    from .hubs import home_dir
+
+    return home_dir() / _RECORDS_DIR / (hashlib.sha256(str(real).encode()).hexdigest()[:32] + ".json")
+
+
+def _is_trusted(real: Path) -> bool:
+    return any(real.is_relative_to(root) for root in _trusted_roots())
+
+
+def _verified_before(real: Path, sha256: str) -> bool:
+    """True when a record says this exact file (same identity) matched ``sha256`` before."""
+    if not _is_trusted(real):
+        return False
+    try:
+        record = json.loads(_record_file(real).read_text(encoding="utf-8"))
+        return record == _identity(real, sha256)
+    except (OSError, ValueError):
+        return False
+
+
+def _remember_verified(real: Path, identity: dict) -> None:
+    """Write the record (atomically; best effort: a read-only cache just means hashing next time)."""
+    if not _is_trusted(real):
+        return
+    try:
+        target = _record_file(real)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(identity), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        pass
+
+
 def verify_weight_file(folder: str | Path, name: str, config: dict) -> Path:
-    """Size and sha256 of ``folder/name`` against config.json; returns its path."""
+    """Size and sha256 of ``folder/name`` against config.json; returns its path.
+
+    The hash of an unchanged file inside the hub's own caches is not recomputed
+    (a verification record, see ``_verified_before``); any change re-hashes it.
+    """
     folder = Path(folder)
     validate_filename(name, where=str(folder))
     if not name.endswith(".safetensors"):
@@ -183,12 +251,17 @@ def verify_weight_file(folder: str | Path, name: str, config: dict) -> Path:
     if isinstance(info.get("size"), int) and size != info["size"]:
         kind = "truncated" if size < info["size"] else "larger than recorded"
         raise CorruptCheckpointError(f"{name} in {folder} is {kind} ({size} bytes, config.json says {info['size']}); re-download it")
+    real = path.resolve()
+    if _verified_before(real, info["sha256"]):
+        return path
+    identity = _identity(real, info["sha256"])  # taken before hashing: a write during it changes mtime/ctime
     digest = sha256_file(path)
     if digest != info["sha256"]:
         raise CorruptCheckpointError(
             f"{name} in {folder} does not match config.json (sha256 {digest[:12]}... != {info['sha256'][:12]}...); "
             "the file is corrupt or was replaced: re-download it"
         )
+    _remember_verified(real, identity)
     return path
 
 
