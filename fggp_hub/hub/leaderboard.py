@@ -454,8 +454,7 @@ def leaderboard_markdown(rows: list[dict]) -> str:
         for method in table["methods"]:
             out.append(f"| {method} | " + " | ".join(_cell(table["cells"].get((method, s)), True) for s in table["sparsities"]) + " |")
         out.append("")
-    out.append("Top-1 accuracy (%) on the test split; mean ± sample standard deviation over n runs (seeds) "
-               "where there is more than one; the best method of each column in bold.\n")
+    out.append(f"Top-1 accuracy (%) on the test split; {_spread_note(rows)}; the best method of each column in bold.\n")
     return "\n".join(out)
 
 
@@ -474,7 +473,14 @@ def leaderboard_text(rows: list[dict]) -> str:
         lines = [_title(table), "  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(heads))]
         lines += ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in body]
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n\ntop-1 accuracy (%), mean ± std over n runs; * best in its column"
+    return "\n\n".join(blocks) + f"\n\ntop-1 accuracy (%), {_spread_note(rows)}; * best in its column"
+
+
+def _spread_note(rows: list[dict]) -> str:
+    """What a cell shows: a footer must not promise a ± that no cell has."""
+    if any(row["runs"] > 1 for row in rows):
+        return "mean ± sample standard deviation over the n runs (seeds) of a cell where n > 1, else one run"
+    return "one run per cell, so no spread over seeds is shown"
 
 
 # --------------------------------------------------------------------------- ZOO.md

@@ -151,6 +151,9 @@ def test_leaderboard_ranks_methods_per_backbone_and_sparsity(tmp_path):
     assert "### vgg19 on CIFAR-10, dense start" in md and "sparse start (ERK 50%)" in md
     assert "| Method | 95% sparsity | 98% sparsity |" in md
     assert "| fggp | **93.20 ± 0.28 (n=2)** | 89.00 |" in md and "| gmp | 92.50 | **90.00** |" in md
+    assert "mean ± sample standard deviation" in md
+    single = leaderboard_markdown(leaderboard([rec("c", "gmp", 0.95, 92.5)]))
+    assert "±" not in single and "one run per cell" in single  # the footer promises no spread that is not shown
     same = [ModelRecord(name="x", weights_sha256="ab"), ModelRecord(name="y", weights_sha256="ab"), ModelRecord(name="z")]
     assert [r.name for r in unique_records(same)] == ["x", "z"]
     path = write_zoo_markdown(tmp_path / "ZOO.md", records)
