@@ -21,7 +21,7 @@ runner), and the campaign's settings::
     name: cpu_smoke
     output_root: runs/campaigns/cpu_smoke   # relative to the working directory
     workers: 2                              # runs at a time, all on the one device
-    budget_s: 600                           # wall clock of one invocation (0: none)
+    budget_s: 600                           # seconds of one invocation, from its first launch (0: none)
     defaults: {tracker: null, data.train_subset: 512}   # every run; a run's own overrides win
     runs:
       - name: fggp-s90                      # recipe paths are relative to the campaign file
@@ -117,7 +117,7 @@ class Campaign:
     path: Path
     output_root: Path
     workers: int
-    budget_s: float  # 0: no budget
+    budget_s: float  # 0: no budget; counted from the first launch (after the data cache is filled)
     grace_s: float  # after the budget: how long a worker still starting up may take to reach training
     stop_timeout_s: float  # after SIGINT: how long a worker may take to checkpoint and exit
     start_cutoff_s: float  # no run is started in the last seconds of the budget
@@ -450,7 +450,8 @@ class Orchestrator:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)  # own group: a terminal's Ctrl-C reaches only us
         record = self.state["runs"].setdefault(run.name, {"segments": []})
-        segment = {"invocation": invocation, "started": _now(), "resumed_from": checkpoints[-1].name if resume else None}
+        segment = {"invocation": invocation, "started": _now(), "started_unix": time.time(),
+                   "resumed_from": checkpoints[-1].name if resume else None}
         record.update(state="running", pid=proc.pid, out_dir=str(run.out_dir), log=str(run.log))
         record["segments"].append(segment)
         self._save()
@@ -490,7 +491,8 @@ class Orchestrator:
             state = "failed"
         elapsed = time.time() - w.started
         progress = _progress(w.run.log)
-        w.record.update(ended=_now(), wall_s=round(elapsed, 2), rc=rc, end_step=progress[0] if progress else None)
+        w.record.update(ended=_now(), ended_unix=time.time(), wall_s=round(elapsed, 2), rc=rc,
+                        end_step=progress[0] if progress else None)
         record = self.state["runs"][w.run.name]
         record.update(state=state, rc=rc, pid=None)
         self._save()
@@ -543,7 +545,8 @@ class Orchestrator:
                   f"{c.workers} at a time, budget {c.budget_s:.0f} s, on {inv['device']}")
         if queue:
             self._prewarm_data(queue)
-        deadline = started + c.budget_s if c.budget_s > 0 else None
+        # The budget runs from here, once the data is ready, so a budget always sees its runs start.
+        deadline = time.time() + c.budget_s if c.budget_s > 0 else None
         running: list[_Worker] = []
         outcomes: dict[str, str] = {}
         stop_at = None
@@ -1034,7 +1037,7 @@ def probe(args: argparse.Namespace) -> dict:
         "recommended_set": recommended,
         "paper_protocol_minutes_alone": round(paper_steps / best["steps_per_s"] / 60, 1) if best else None,
         "note": "steps/s of training steps only (no evaluation, checkpoints or start-up); "
-                "recommended_set: campaign.py start ... --probe-json this_file applies it",
+                "recommended_set: `campaign.py start CAMPAIGN --use-probe` applies it",
     }
     return report
 
@@ -1051,13 +1054,17 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def _campaign_from(args: argparse.Namespace) -> Campaign:
-    sets = {}
-    if getattr(args, "probe_json", None):
-        report = _read_json(Path(args.probe_json))
+    sets: dict[str, Any] = {}
+    use_probe = getattr(args, "use_probe", None)
+    if use_probe:  # first find the output root, then read the probe's recommendation there
+        plain = load_campaign(args.campaign, output_root=args.output_root)
+        path = plain.output_root / "probe.json" if use_probe == "auto" else Path(use_probe)
+        report = _read_json(path)
         if report is None:
-            print(f"warning: --probe-json {args.probe_json} is missing or unreadable: nothing applied", file=sys.stderr)
+            print(f"warning: --use-probe: {path} is missing or unreadable: nothing applied", file=sys.stderr)
         else:
             sets.update(report.get("recommended_set") or {})
+            print(f"applying the probe's recommendation {sets} ({path})", file=sys.stderr)
     sets.update(_parse_set(getattr(args, "set", None) or []))
     return load_campaign(args.campaign, output_root=args.output_root, workers=getattr(args, "workers", None),
                          budget_s=getattr(args, "budget_s", None), sets=sets)
@@ -1079,14 +1086,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
             "--workers", str(c.workers), "--budget-s", str(c.budget_s)]
     for item in args.set or []:
         argv += ["--set", item]
-    if args.probe_json:
-        argv += ["--probe-json", args.probe_json]
+    if args.use_probe:
+        argv += ["--use-probe", args.use_probe]
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    for _ in range(600):
-        if _lock_held(c.output_root) or proc.poll() is not None:
-            break
+    give_up = time.time() + 600  # its imports can take long on a busy machine; `status --wait` relies on the lock
+    while time.time() < give_up and not _lock_held(c.output_root) and proc.poll() is None:
         time.sleep(0.1)
     if proc.poll() is not None and proc.returncode not in (0, EXIT_UNFINISHED):
         print(log.read_text()[-3000:])
@@ -1102,7 +1108,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     c = _campaign_from(args)
     end = time.time() + (args.wait or 0)
     while args.wait and time.time() < end and _lock_held(c.output_root):
-        time.sleep(min(5.0, max(0.1, end - time.time())))
+        time.sleep(min(1.0, max(0.1, end - time.time())))
     report = campaign_status(c)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -1134,6 +1140,11 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
+    if args.campaign:
+        c = load_campaign(args.campaign, output_root=args.output_root)
+        args.model = args.model or c.runs[0].cfg.model
+        args.json = args.json or str(c.output_root / "probe.json")
+    args.model = args.model or "fggp_vgg19_bn_cifar"
     report = probe(args)
     text = json.dumps(report, indent=2)
     if args.json:
@@ -1154,8 +1165,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output-root", help="override the file's output_root")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a recipe key in every run (wins over the file), e.g. train.compile=true")
-        p.add_argument("--probe-json", help="apply the recommended_set of a `probe --json` report")
         if runtime:
+            p.add_argument("--use-probe", nargs="?", const="auto", metavar="PROBE_JSON",
+                           help="apply the recommended_set of a probe report (default: OUTPUT_ROOT/probe.json)")
             p.add_argument("--workers", type=int, help="override the file's workers")
             p.add_argument("--budget-s", type=float, help="override the file's budget_s (0: none)")
         return p
@@ -1181,7 +1193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.set_defaults(fn=_cmd_unpack)
     p = sub.add_parser("probe", help="time training steps: compile modes, channels_last, N concurrent processes")
-    p.add_argument("--model", default="fggp_vgg19_bn_cifar")
+    p.add_argument("--campaign", help="probe this campaign's model; write OUTPUT_ROOT/probe.json (packed by collect)")
+    p.add_argument("--output-root", help="with --campaign: override its output_root")
+    p.add_argument("--model", help="timm model (default: the campaign's, else fggp_vgg19_bn_cifar)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
