@@ -1215,8 +1215,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_probe_worker"]:  # one probe process (internal)
         config = json.loads(argv[1])
-        barrier = tuple(config.pop("barrier")) if config.get("barrier") else None
-        print(json.dumps(probe_step_time(**config, barrier=barrier)), flush=True)
+        barrier = config.pop("barrier", None)
+        print(json.dumps(probe_step_time(**config, barrier=tuple(barrier) if barrier else None)), flush=True)
         return 0
     args = build_parser().parse_args(argv)
     try:

@@ -229,12 +229,16 @@ def test_collect_keeps_to_the_file_limits_and_names_what_is_left_out(tmp_path):
     assert "Left out of the pack" in (tmp_path / "root" / "summary.md").read_text()
 
 
-def test_probe_times_the_runner_step_on_cpu():
+def test_probe_worker_times_the_runner_step_on_cpu(capsys):
+    """One probe process, as `campaign.py probe` starts it (in this process: no second import of torch)."""
     from accelerate.state import AcceleratorState
 
+    config = {"model": "fggp_resnet20_cifar", "device": "cpu", "batch_size": 8, "steps": 2, "warmup": 1,
+              "precision": "auto", "method": "fggp", "compile_mode": "eager", "channels_last": True, "barrier": None}
     try:
-        row = campaign.probe_step_time("fggp_resnet20_cifar", device="cpu", batch_size=8, steps=2, warmup=1)
+        assert campaign.main(["_probe_worker", json.dumps(config)]) == 0
     finally:
         AcceleratorState._reset_state(True)
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["precision"] == "no" and row["compile"] == "eager" and row["steps"] == 2
     assert row["steps_per_s"] > 0 and row["ms_per_step"] > 0
