@@ -112,3 +112,11 @@ def test_round_robin_interleaves_and_skips_prepare():
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert calls[:3] == ["a", "prep", "b"] and calls[3:6] == ["prep", "b", "a"]  # rotated and reversed
     assert paired_ratios(times, "a")["a"]["median"] == 1.0
+
+
+def test_training_speed(cifar_slice, tmp_path):
+    rec = _run("training_speed", ["--source", str(cifar_slice)], tmp_path / "ts.json")
+    results = rec["results"]
+    assert set(results) == {"fggp_resnet20_cifar/plain timm + torch loop", "fggp_resnet20_cifar/recipes/prune.py (FGGP)"}
+    for r in results.values():
+        assert r["batch"] == 32 and math.isfinite(r["images_per_s"]) and r["step_s"]["n"] == 1  # --quick: noise, not timing
