@@ -82,6 +82,16 @@ def test_reset_classifier_follows_device_dtype_and_keeps_pool(name):
         assert model(_x(dtype=torch.float64)).dtype == torch.float64
 
 
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_reset_classifier_follows_the_device(device):
+    """Like after ``model.cuda()``: the new head is built where the model's weights are."""
+    model = _model("fggp_resnet20_cifar").to(device)
+    model.reset_classifier(3)
+    assert model.fc.weight.device.type == device
+    if device != "meta":
+        assert model(_x().to(device)).shape == (2, 3)
+
+
 @pytest.mark.parametrize("name", ARCHS)
 def test_features_only_shapes_for_every_out_index(name):
     """Shapes only, so on the meta device (values: see the forward_intermediates test)."""
