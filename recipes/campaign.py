@@ -1139,13 +1139,34 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_of(cfg: Any) -> int | None:
+    """T of a CIFAR-size run (the runner keeps each epoch's last short batch)."""
+    images = cfg.data.train_subset or (50_000 if cfg.data.dataset in ("cifar10", "uoft-cs/cifar10") else None)
+    if images is None:
+        return None
+    return -(-images // cfg.train.batch_size) * cfg.train.epochs
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
+    c = None
     if args.campaign:
         c = load_campaign(args.campaign, output_root=args.output_root)
         args.model = args.model or c.runs[0].cfg.model
         args.json = args.json or str(c.output_root / "probe.json")
+        args.concurrency = args.concurrency or str(c.workers)
     args.model = args.model or "fggp_vgg19_bn_cifar"
+    args.concurrency = args.concurrency or "3"
     report = probe(args)
+    if c is not None:  # training-step time alone: evaluation, checkpoints and start-up come on top
+        steps = [_steps_of(run.cfg) for run in c.runs]
+        if all(steps):
+            total = sum(steps)
+            report["campaign_estimate"] = {
+                "runs": len(steps), "optimizer_steps": total,
+                "minutes_by_processes": {str(r["processes"]): round(total / r["steps_per_s_total"] / 60, 1)
+                                         for r in report["rows"] if "error" not in r
+                                         and (r["processes"] > 1 or r is report["best_single"])},
+            }
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -1204,7 +1225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="fggp")
     p.add_argument("--modes", default="eager,default", help="comma list of eager, default, reduce-overhead, max-autotune")
     p.add_argument("--channels-last", default="true", choices=["true", "false", "both"])
-    p.add_argument("--concurrency", default="3", help="comma list of process counts to run the fastest mode with")
+    p.add_argument("--concurrency", help="comma list of process counts to run the fastest mode with "
+                                          "(default: the campaign's workers, else 3)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per configuration")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(fn=_cmd_probe)

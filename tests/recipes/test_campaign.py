@@ -115,6 +115,11 @@ def test_budget_stop_then_exact_resume_then_pack_and_unpack(env):
     for name in ("fggp-a", "gmp-b"):
         assert campaign._complete_checkpoints(env / "c1" / "runs" / name)
         assert not (env / "c1" / "runs" / name / "results.json").exists()
+    #    `collect --checkpoints` carries unfinished runs to another machine: unpacked, they resume there.
+    campaign.collect(c, env / "midpack", checkpoints=True)
+    campaign.unpack(sorted((env / "midpack").glob("*.tar.gz")), env / "moved", verify=False)
+    moved = campaign.load_campaign(spec, output_root=env / "moved" / "ctest")
+    assert [campaign.disk_state(run) for run in moved.runs] == ["resumable", "resumable"]
 
     # 2. The same campaign again: both resume from their checkpoints and finish.
     assert campaign.main(["run", str(spec), "--budget-s", "0"]) == 0
