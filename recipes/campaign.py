@@ -745,9 +745,12 @@ def _collapse_progress(raw: bytes) -> bytes:
 
 
 def _files_under(folder: Path, prefix: str, skip: Iterable[str] = ()) -> list[_Member]:
+    """Files under ``folder`` except names in ``skip`` (``*.ext`` patterns too) and hidden ones (saves in progress)."""
     skip = set(skip)
+    suffixes = tuple(s[1:] for s in skip if s.startswith("*"))
     return [(f"{prefix}/{p.relative_to(folder).as_posix()}", p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in skip and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+            if p.is_file() and p.name not in skip and not (suffixes and p.name.endswith(suffixes))
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def _run_members(c: Campaign, run: RunSpec, with_checkpoint: bool) -> tuple[list[_Member], list[_Member]]:
@@ -759,7 +762,7 @@ def _run_members(c: Campaign, run: RunSpec, with_checkpoint: bool) -> tuple[list
             members.append((f"{base}/{name}", run.out_dir / name))
     export = run.out_dir / "export"
     if export.is_dir():  # the compact checkpoint folder, not the dense model.safetensors
-        members += _files_under(export, f"{base}/export", skip={"model.safetensors"})
+        members += _files_under(export, f"{base}/export", skip={"model.safetensors", "pytorch_model.bin", "*.onnx"})
     if run.log.is_file():
         members.append((f"{c.name}/logs/{run.log.name}", _collapse_progress(run.log.read_bytes())))
     checkpoint: list[_Member] = []
