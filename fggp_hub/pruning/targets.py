@@ -44,11 +44,19 @@ def prunable_parameters(
     """The ``weight`` of every Conv2d and Linear layer, the classifier included.
 
     The first convolution is left dense unless ``include_first_conv``; biases and
-    normalisation parameters are never prunable. ``exclude`` lists module names
-    to keep dense as well. Names are those of the unwrapped model.
+    normalisation parameters are never prunable. ``exclude`` lists layers to keep
+    dense as well, by module name (``"fc"``) or weight name (``"fc.weight"``) of the
+    unwrapped model; a name that matches no Conv2d/Linear layer raises.
     """
     model = unwrap_model(model)
-    skip = set(exclude)
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    skip = {name[: -len(".weight")] if name.endswith(".weight") else name for name in exclude}  # "fc.weight" or "fc"
+    layers = {name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    unknown = sorted(skip - layers)
+    if unknown:
+        raise ValueError(f"exclude: no Conv2d/Linear layer named {unknown[0]!r} "
+                         f"(names look like {sorted(layers)[:2]}; a parameter name such as 'fc.weight' works too)")
     if not include_first_conv:
         first = first_conv_name(model)
         if first is not None:

@@ -160,6 +160,33 @@ def test_sparse_start_uses_erk_masks():
     assert pruner.sparsity == pytest.approx(FINAL, abs=1.0 / pruner.n_total)
 
 
+def test_erk_budget_counts_the_first_conv_like_the_authors():
+    from fggp_hub.pruning import erk_masks, prunable_parameters
+    from fggp_hub.pruning.targets import first_conv_name
+
+    model, _, pruner = _setup(initial_sparsity=0.5)
+    every = prunable_parameters(model, include_first_conv=True)
+    first = f"{first_conv_name(model)}.weight"
+    assert first in every and first not in pruner.params  # kept dense, but part of the ERK budget
+    drawn = dict(zip(every, erk_masks(list(every.values()), 0.5, seed=0)))
+    assert bool(drawn[first].all())  # ERK gives the first conv density 1 on this backbone
+    for name, mask in pruner.masks.items():
+        assert torch.equal(mask, drawn[name])
+    active = sum(int(m.sum()) for m in pruner.masks.values())
+    alone = sum(int(m.sum()) for m in erk_masks(list(pruner.params.values()), 0.5, seed=0))
+    assert alone - active == pytest.approx(every[first].numel() / 2, abs=len(every))  # the first conv's share
+
+
+def test_exclude_takes_module_or_weight_names_and_refuses_unknown_ones():
+    model = timm.create_model("fggp_resnet20_cifar")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    by_module = Pruner(model, opt, final_sparsity=0.5, total_steps=20, interval=2, exclude=["fc"])
+    by_weight = Pruner(model, opt, final_sparsity=0.5, total_steps=20, interval=2, exclude=["fc.weight"])
+    assert "fc.weight" not in by_module.params and set(by_module.params) == set(by_weight.params)
+    with pytest.raises(ValueError, match="no Conv2d/Linear layer named 'head'"):
+        Pruner(model, opt, final_sparsity=0.5, total_steps=20, interval=2, exclude=["head.weight"])
+
+
 def test_rate_too_small_for_the_schedule_raises_at_construction():
     model = timm.create_model("fggp_resnet20_cifar")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
