@@ -20,6 +20,10 @@ __all__ = [
     "SparsityMismatchError",
     "ArchitectureNotRegisteredError",
     "ExportError",
+    "UnsafePathError",
+    "RepoExistsError",
+    "HubResponseError",
+    "ZooIndexError",
 ]
 
 
@@ -76,3 +80,19 @@ class ArchitectureNotRegisteredError(FggpHubError, LookupError):
 
 class ExportError(FggpHubError, ValueError):
     """The model or the arguments cannot be exported as asked."""
+
+
+class UnsafePathError(FggpHubError, PermissionError):
+    """A path that leads outside where it must stay (a symbolic link, a crafted ref file), or a link where plain files belong."""
+
+
+class RepoExistsError(FggpHubError, FileExistsError):
+    """Publishing would replace another model already published under that repo and branch (pass overwrite=True)."""
+
+
+class HubResponseError(FggpHubError, ConnectionError):
+    """The hub answered, but with an error (HTTP 5xx) or something that is not the Hub API (an HTML page)."""
+
+
+class ZooIndexError(FggpHubError, ValueError):
+    """A zoo index file holds a malformed entry (wrong types, NaN, bad names)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,7 +46,8 @@ from .errors import ExportError
 from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, fsync_path, sha256_file
 from .zoo import is_zoo_name, make_name
 
-__all__ = ["export", "RECIPE_FILE", "RESULTS_FILE", "BLOCK_VERSION"]
+__all__ = ["export", "RECIPE_FILE", "RESULTS_FILE", "BLOCK_VERSION", "EXPORT_FILES"]
+logger = logging.getLogger("fggp_hub")
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "eval_results.json"
@@ -189,19 +191,42 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     fsync_path(out.parent)
 
 
-def _check_replaceable(out: Path, overwrite: bool) -> None:
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+from .hubs import EXPORT_FILES  # noqa: E402  every file name an export writes (one list, shared with push)
+
+assert {CONFIG_NAME, DENSE_WEIGHTS, COMPACT_WEIGHTS, LAYER_PLOT, SCHEDULE_PLOT, RECIPE_FILE, RESULTS_FILE} <= EXPORT_FILES
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> bool:
+    """True when ``out`` is an earlier export to replace; refuses anything else that is not empty.
+
+    An earlier export is recognised by its config.json sparsity block (with the weight files it
+    lists, of the recorded sizes) AND by holding nothing but the files an export writes, so a
+    project folder or user files are never deleted.
+    """
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link: pass the real folder (or another out_dir); links are never replaced")
+    if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder: choose another out_dir")
     if not out.exists() or not any(out.iterdir()):
-        return
+        return False
     if not overwrite:
         raise ExportError(f"{out} already exists: pass overwrite=True to replace it")
+    entries = list(out.iterdir())
+    foreign = sorted(e.name for e in entries if e.name not in EXPORT_FILES or e.is_symlink() or not e.is_file())
     try:
         block = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8")).get("sparsity")
     except (OSError, ValueError, AttributeError):
         block = None
-    if not isinstance(block, dict):
+    files = block.get("files") if isinstance(block, dict) else None
+    ours = isinstance(files, dict) and bool(files) and "fggp_hub_version" in block and all(
+        isinstance(info, dict) and name in EXPORT_FILES and (out / name).is_file() and (out / name).stat().st_size == info.get("size")
+        for name, info in files.items() if (out / name).exists())
+    if not ours:
         raise ExportError(f"refusing to replace {out}: it is not empty and not an fggp-hub export; choose another out_dir")
+    if foreign:
+        raise ExportError(f"refusing to replace {out}: besides an earlier export it holds {', '.join(foreign[:5])}, which export "
+                          "did not write; move them out or choose another out_dir")
+    return True
 
 
 # --------------------------------------------------------------------------- export
@@ -251,7 +276,7 @@ def export(
 
     out = Path(out_dir).expanduser().absolute()
     _cleanup_stale(out)
-    _check_replaceable(out, overwrite)
+    replacing = _check_replaceable(out, overwrite)
     module = unwrap_model(model)
     cfg = getattr(module, "pretrained_cfg", None)
     if not isinstance(cfg, Mapping) or not cfg.get("architecture"):
@@ -268,6 +293,9 @@ def export(
     label = _DATASET_ALIASES.get((dataset or "").lower(), dataset) or CIFAR10_JPEG_LABEL
     include_first_conv = bool(pruning_cfg.get("include_first_conv", False))
     state = _plain_state_dict(module)
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise ExportError(f"{bad} holds NaN or infinite values: the model diverged; export a checkpoint from before that")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -358,6 +386,8 @@ def export(
             os.chmod(entry, 0o644)  # safetensors writes 0600; a repo's files are all world-readable
             fsync_path(entry)
         fsync_path(tmp)
+        if replacing:
+            logger.warning("replacing the earlier export in %s", out)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

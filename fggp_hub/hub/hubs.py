@@ -14,13 +14,20 @@ the local hub under ``$FGGP_HUB_HOME/hub`` (``~/.cache/fggp_hub/hub``). ``hub`` 
 ``http(s)://`` endpoint, or a :class:`Hub` instance. Tokens come from the ``token``
 argument or huggingface_hub's usual sources (``HF_TOKEN``, the login file) and are
 never printed.
+
+Network calls are bounded: every request to a remote hub has a connect and a read timeout
+(``FGGP_HUB_TIMEOUT`` seconds, default 30; connect at most 10) and an operation gives up
+after ``FGGP_HUB_RETRIES`` (default 3) failed attempts, in one line naming the endpoint.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -33,13 +40,17 @@ from .errors import (
     FggpHubError,
     FolderNotFoundError,
     HubAccessError,
+    HubResponseError,
     HubUnreachableError,
     InvalidNameError,
     NotInCacheError,
+    RepoExistsError,
     RepoNotFoundError,
     RevisionNotFoundError,
+    UnsafePathError,
 )
 from .integrity import (
+    CONFIG_NAME,
     check_folder_files,
     fsync_path,
     read_config,
@@ -56,6 +67,83 @@ ENV_HOME = "FGGP_HUB_HOME"
 DEFAULT_BRANCH = "main"
 #: What a pull fetches from a remote repo: never pickles, never anything else.
 PULL_PATTERNS = ["*.safetensors", "*.json", "*.md", "*.yaml", "*.yml", "*.png", "*.txt"]
+#: Every file name fggp_hub.export writes: the only files a push removes from a remote repo
+#: (unless ``delete_others``), and the only ones export replaces in an earlier export folder.
+EXPORT_FILES = frozenset({
+    "config.json", "model.safetensors", "model.sparse.safetensors", "README.md", "sparsity_per_layer.png",
+    "sparsity_schedule.png", "recipe.yaml", "eval_results.json", "model.onnx",
+})
+ENV_TIMEOUT = "FGGP_HUB_TIMEOUT"
+ENV_RETRIES = "FGGP_HUB_RETRIES"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+logger = logging.getLogger("fggp_hub")
+
+
+# ============================================================================ bounded network calls
+def _timeout() -> float:
+    try:
+        value = float(os.environ.get(ENV_TIMEOUT) or 30.0)
+    except ValueError:
+        raise InvalidNameError(f"{ENV_TIMEOUT}={os.environ.get(ENV_TIMEOUT)!r} is not a number of seconds") from None
+    if not 0 < value < 3600:
+        raise InvalidNameError(f"{ENV_TIMEOUT}={value} must be between 0 and 3600 seconds")
+    return value
+
+
+def _retries() -> int:
+    try:
+        value = int(os.environ.get(ENV_RETRIES) or 3)
+    except ValueError:
+        raise InvalidNameError(f"{ENV_RETRIES}={os.environ.get(ENV_RETRIES)!r} is not a whole number") from None
+    return min(max(value, 1), 10)
+
+
+class _GaveUp(Exception):
+    """Raised by the transport once an operation used up its attempts (not retried by huggingface_hub)."""
+
+
+#: {"failures": int, "limit": int} of the operation running in this context (None outside one).
+_ATTEMPTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fggp_hub_attempts", default=None)
+
+
+def _bounded_transport():
+    """An httpx transport that caps every request's timeouts and counts failed attempts."""
+    import httpx2
+
+    class BoundedTransport(httpx2.HTTPTransport):
+        def handle_request(self, request):
+            state = _ATTEMPTS.get()
+            if state is not None and state["failures"] >= state["limit"]:
+                raise _GaveUp()
+            cap = _timeout()
+            wanted = dict(request.extensions.get("timeout") or {})
+            bounds = {"connect": min(cap, 10.0), "read": cap, "write": cap, "pool": cap}
+            request.extensions["timeout"] = {k: min(v, wanted[k]) if wanted.get(k) is not None else v for k, v in bounds.items()}
+            try:
+                return super().handle_request(request)
+            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
+                if state is not None:
+                    state["failures"] += 1
+                raise
+
+    return BoundedTransport()
+
+
+def _install_bounded_client() -> None:
+    """Make huggingface_hub's shared client use the bounded transport (unless the user set a factory of their own)."""
+    from huggingface_hub.utils import _http
+
+    if getattr(_http._GLOBAL_CLIENT_FACTORY, "_fggp_bounded", False) or _http._GLOBAL_CLIENT_FACTORY is not _http.default_client_factory:
+        return
+
+    def factory():
+        import httpx2
+
+        return httpx2.Client(event_hooks={"request": [_http.hf_request_event_hook]}, follow_redirects=True, timeout=None,
+                             transport=_bounded_transport())
+
+    factory._fggp_bounded = True
+    _http.set_client_factory(factory)
 
 
 def home_dir() -> Path:
@@ -108,6 +196,10 @@ class Hub(ABC):
     def resolve(self, repo_id: str, revision: str | None = None) -> str:
         """The commit sha ``revision`` (default: main) points to."""
 
+    def published_config(self, repo_id: str, revision: str | None = None) -> tuple[str, dict | None] | None:
+        """(commit sha, its config.json or None when it has no fggp-hub config) of a branch, or None when there is none yet."""
+        return None
+
     def exists(self, repo_id: str, revision: str | None = None) -> bool:
         try:
             self.resolve(repo_id, revision)
@@ -117,6 +209,16 @@ class Hub(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+
+def _config_or_none(folder: Path) -> dict | None:
+    """config.json of a published commit folder, or None when it holds none (an empty repo)."""
+    if not (folder / CONFIG_NAME).exists():
+        return None
+    try:
+        return read_config(folder)
+    except FggpHubError:
+        return {}  # something that is not an fggp-hub export: replacing it needs overwrite too
 
 
 # ============================================================================ local
@@ -139,9 +241,63 @@ class LocalHub(Hub):
     def describe(self) -> str:
         return f"local hub {self.root}"
 
+    def _inside(self, path: Path) -> Path:
+        """``path`` if it resolves inside the hub root (no symbolic link or crafted ref leads out of it)."""
+        root = self.root.resolve()
+        if path.is_symlink() or not path.resolve().is_relative_to(root):
+            raise UnsafePathError(f"{path} is a symbolic link or leads outside the local hub {root}: refusing it; "
+                                  "the hub folder was tampered with (remove the link)")
+        return path
+
     def _repo_dir(self, repo_id: str) -> Path:
         org, name = validate_repo_id(repo_id).split("/")
+        for path in (self.root / org, self.root / org / name):
+            if path.exists() or path.is_symlink():
+                self._inside(path)
         return self.root / org / name
+
+    def _read_ref(self, ref: Path) -> str:
+        self._inside(ref)
+        text = ref.read_text(errors="replace").strip()
+        if not text:
+            raise RevisionNotFoundError(f"ref file {ref} is empty (an interrupted push?): push again, or delete the file")
+        if not _SHA.fullmatch(text):
+            raise UnsafePathError(f"ref file {ref} holds {text[:60]!r}, not a commit sha: the hub folder is damaged; "
+                                  "push again or delete the file")
+        return text
+
+    def _check_ref_path(self, repo_dir: Path, revision: str) -> Path:
+        """The ref file of branch ``revision``; refused when it collides with another branch (``a`` vs ``a/b``)."""
+        refs = repo_dir / "refs"
+        ref = refs / revision
+        for parent in list(ref.parents)[: len(Path(revision).parts) - 1]:
+            if parent.is_file() or parent.is_symlink():
+                raise InvalidNameError(f"branch {revision!r} collides with branch {str(parent.relative_to(refs))!r} in "
+                                       f"{repo_dir}: choose another branch name")
+        if ref.is_dir() and not ref.is_symlink():
+            raise InvalidNameError(f"branch {revision!r} collides with branches under {revision}/ in {repo_dir}: choose another branch name")
+        return ref
+
+    def _cleanup_stale(self, repo_dir: Path) -> None:
+        """Remove what a killed push left (staging folders, temporary ref/commit files of dead processes)."""
+        from .export import _pid_alive
+
+        for folder in (repo_dir / "commits", repo_dir / "refs"):
+            if not folder.is_dir():
+                continue
+            for entry in folder.rglob(".*"):
+                match = re.fullmatch(r"\.(?:tmp-[0-9a-f]{40}|.+\.tmp)-(\d+)(?:-[0-9a-f]+)?", entry.name)
+                if match and not entry.is_symlink() and not _pid_alive(int(match[1])):
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+
+    def _commit_folder(self, repo_dir: Path, sha: str, repo_id: str) -> Path:
+        folder = repo_dir / "commits" / sha
+        if not folder.is_dir() and not folder.is_symlink():
+            raise RevisionNotFoundError(f"commit {sha} of {repo_id!r} is missing from {self.describe()}; the hub folder is damaged")
+        return self._inside(folder)
 
     @contextlib.contextmanager
     def _locked(self, repo_dir: Path):
@@ -156,13 +312,23 @@ class LocalHub(Hub):
             yield
 
     def _commit_info(self, repo_dir: Path, sha: str) -> dict:
-        return json.loads((repo_dir / "commits" / f"{sha}.json").read_text(encoding="utf-8"))
+        if not _SHA.fullmatch(str(sha)):
+            raise UnsafePathError(f"commit record names parent {str(sha)[:60]!r}, not a commit sha: {repo_dir} is damaged")
+        path = self._inside(repo_dir / "commits" / f"{sha}.json")
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise CorruptCheckpointError(f"commit record {path} is missing or not JSON: the hub folder is damaged") from None
+        if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
+            raise CorruptCheckpointError(f"commit record {path} is malformed: the hub folder is damaged")
+        return info
 
     def push(self, folder, repo_id, *, commit_message=None, revision=DEFAULT_BRANCH, private=False) -> str:
         folder = Path(folder)
         validate_revision(revision)
         names = check_folder_files(folder)
         repo_dir = self._repo_dir(repo_id)
+        self._check_ref_path(repo_dir, revision)
         tree = {}
         for name in names:
             h = hashlib.sha256()
@@ -172,8 +338,9 @@ class LocalHub(Hub):
             tree[name] = h.hexdigest()
         message = commit_message or f"Upload {folder.name}"
         with self._locked(repo_dir):
-            ref = repo_dir / "refs" / revision
-            parent = ref.read_text().strip() if ref.is_file() else None
+            self._cleanup_stale(repo_dir)
+            ref = self._check_ref_path(repo_dir, revision)
+            parent = self._read_ref(ref) if ref.is_file() or ref.is_symlink() else None
             if parent is not None and self._commit_info(repo_dir, parent)["files"] == tree:
                 return parent  # nothing changed: no empty commit (as huggingface_hub does)
             payload = json.dumps({"parent": parent, "files": tree, "message": message, "time": time.time_ns()}, sort_keys=True)
@@ -206,8 +373,8 @@ class LocalHub(Hub):
                 f"repo {repo_id!r} not found in {self.describe()}: push it first, or pass hub='hf' (or set FGGP_HUB) for a remote hub"
             )
         ref = repo_dir / "refs" / revision
-        if ref.is_file():
-            return ref.read_text().strip()
+        if ref.is_file() or ref.is_symlink():
+            return self._read_ref(ref)
         if 7 <= len(revision) <= 40 and all(c in "0123456789abcdef" for c in revision):
             matches = [p.name for p in (repo_dir / "commits").iterdir() if p.is_dir() and p.name.startswith(revision) and not p.name.startswith(".")]
             if len(matches) == 1:
@@ -221,17 +388,25 @@ class LocalHub(Hub):
 
     def pull(self, repo_id, revision=None, *, files=None) -> Path:
         sha = self.resolve(repo_id, revision)
-        folder = self._repo_dir(repo_id) / "commits" / sha
-        if not folder.is_dir():
-            raise RevisionNotFoundError(f"commit {sha} of {repo_id!r} is missing from {self.describe()}; the hub folder is damaged")
-        check_folder_files(folder)
+        folder = self._commit_folder(self._repo_dir(repo_id), sha, repo_id)
+        check_folder_files(folder)  # no links, no sub-folders
         return folder
+
+    def published_config(self, repo_id: str, revision: str | None = None) -> tuple[str, dict | None] | None:
+        try:
+            sha = self.resolve(repo_id, revision)
+        except (RepoNotFoundError, RevisionNotFoundError):
+            return None
+        return sha, _config_or_none(self._commit_folder(self._repo_dir(repo_id), sha, repo_id))
 
     def history(self, repo_id: str, revision: str | None = None) -> list[dict]:
         """Commits from ``revision`` back to the first, newest first."""
         repo_dir = self._repo_dir(repo_id)
-        sha, out = self.resolve(repo_id, revision), []
+        sha, out, seen = self.resolve(repo_id, revision), [], set()
         while sha:
+            if sha in seen:
+                raise CorruptCheckpointError(f"the history of {repo_id!r} in {self.describe()} loops at {sha}: the hub folder is damaged")
+            seen.add(sha)
             info = self._commit_info(repo_dir, sha)
             out.append(info)
             sha = info.get("parent")
@@ -268,9 +443,25 @@ class HfHub(Hub):
     def _api(self):
         from huggingface_hub import HfApi
 
+        _install_bounded_client()
         return HfApi(endpoint=self.endpoint, token=self._token, library_name="fggp-hub")
 
-    def _translate(self, err: Exception, repo_id: str, revision: str | None, action: str) -> FggpHubError:
+    @contextlib.contextmanager
+    def _network(self, action: str, repo_id: str, revision: str | None):
+        """Bounded attempts for one operation; every failure becomes one typed line naming the endpoint."""
+        _install_bounded_client()
+        state = {"failures": 0, "limit": _retries()}
+        token = _ATTEMPTS.set(state)
+        try:
+            yield
+        except FggpHubError:
+            raise
+        except Exception as err:  # noqa: BLE001 - translated below, or re-raised as it is
+            raise self._translate(err, repo_id, revision, action, state) from None
+        finally:
+            _ATTEMPTS.reset(token)
+
+    def _translate(self, err: Exception, repo_id: str, revision: str | None, action: str, state: dict | None = None) -> FggpHubError:
         """huggingface_hub's (multi-line) errors -> one-line typed errors, without tokens or URLs with secrets."""
         from huggingface_hub import constants
         from huggingface_hub.errors import (
@@ -282,6 +473,23 @@ class HfHub(Hub):
         from huggingface_hub.errors import RevisionNotFoundError as _RevNotFound
 
         where = f"{repo_id}@{revision or DEFAULT_BRANCH}"
+        chain, cause = [], err
+        while cause is not None and len(chain) < 8:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(e, _GaveUp) for e in chain) or (state and state["failures"] >= state["limit"]):
+            return HubUnreachableError(f"{self.endpoint} did not answer to {action} {where} ({state['failures'] if state else '?'} attempts "
+                                       f"of at most {_timeout():g} s each): check the endpoint and the network, or raise {ENV_TIMEOUT}")
+        if any(isinstance(e, json.JSONDecodeError) for e in chain):
+            return HubResponseError(f"{self.endpoint} answered {action} {where} with something that is not the Hub API's JSON "
+                                    "(an HTML page?): check that the URL is a Hugging Face-compatible hub")
+        http = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None
+                     and not isinstance(e, (_RevNotFound, _RepoNotFound))), None)
+        if http is not None and http.response.status_code >= 500:
+            return HubResponseError(f"{self.endpoint} failed to {action} {where} with HTTP {http.response.status_code} "
+                                    "(a server error: it was reached); retry later")
+        if not isinstance(err, _client_errors()):
+            raise err
         if isinstance(err, _RevNotFound):
             return RevisionNotFoundError(f"revision {revision or DEFAULT_BRANCH!r} not found in {repo_id!r} on {self.endpoint}: use a branch, tag or commit sha of that repo")
         if isinstance(err, _RepoNotFound):
@@ -299,10 +507,11 @@ class HfHub(Hub):
             status = err.response.status_code
             if status in (401, 403):
                 return HubAccessError(f"{self.endpoint} refused to {action} {where} (HTTP {status}): set HF_TOKEN or pass a token with access")
-            return HubUnreachableError(f"{self.endpoint} failed to {action} {where} (HTTP {status}); retry later")
+            return HubResponseError(f"{self.endpoint} refused to {action} {where} (HTTP {status}); check the repo id and the endpoint")
         return HubUnreachableError(f"cannot {action} {where} on {self.endpoint}: {err.__class__.__name__}")
 
-    def push(self, folder, repo_id, *, commit_message=None, revision=DEFAULT_BRANCH, private=False) -> str:
+    def push(self, folder, repo_id, *, commit_message=None, revision=DEFAULT_BRANCH, private=False, delete_others=False) -> str:
+        """Add the folder's files; delete only remote files an export of ours writes (all others with ``delete_others``)."""
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         folder = Path(folder)
@@ -310,37 +519,61 @@ class HfHub(Hub):
         validate_revision(revision)
         names = check_folder_files(folder)
         api = self._api()
-        try:
+        with self._network("push", repo_id, revision):
             api.create_repo(repo_id, exist_ok=True, private=private)
             if revision != DEFAULT_BRANCH:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             remote = set(api.list_repo_files(repo_id, revision=revision))
+            stale = sorted(n for n in remote - set(names) if n != ".gitattributes" and (delete_others or n in EXPORT_FILES))
+            kept = sorted(n for n in remote - set(names) - set(stale) if n != ".gitattributes")
+            if kept:
+                logger.info("kept %d file(s) of %s that fggp-hub export does not write: %s (delete_others=True removes them)",
+                            len(kept), repo_id, ", ".join(kept[:5]))
             operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in names]
-            operations += [CommitOperationDelete(path_in_repo=n) for n in sorted(remote - set(names)) if n != ".gitattributes"]
+            operations += [CommitOperationDelete(path_in_repo=n) for n in stale]
             info = api.create_commit(
                 repo_id, operations, commit_message=commit_message or f"Upload {folder.name}", revision=revision
             )
-        except _client_errors() as err:
-            raise self._translate(err, repo_id, revision, "push") from None
         return info.oid
 
     def resolve(self, repo_id, revision=None) -> str:
         validate_repo_id(repo_id)
         if revision is not None:
             validate_revision(revision)
-        try:
-            return self._api().repo_info(repo_id, revision=revision).sha
-        except _client_errors() as err:
-            raise self._translate(err, repo_id, revision, "resolve") from None
+        api = self._api()
+        with self._network("resolve", repo_id, revision):
+            return api.repo_info(repo_id, revision=revision, timeout=_timeout()).sha
 
-    def pull(self, repo_id, revision=None, *, files=None) -> Path:
+    def published_config(self, repo_id: str, revision: str | None = None) -> tuple[str, dict | None] | None:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        api = self._api()
+        with self._network("push", repo_id, revision):
+            try:
+                sha = api.repo_info(repo_id, revision=revision, timeout=_timeout()).sha
+            except Exception as err:  # noqa: BLE001 - only "not there yet" is an answer here
+                from huggingface_hub.errors import RepositoryNotFoundError as _RepoNotFound
+                from huggingface_hub.errors import RevisionNotFoundError as _RevNotFound
+
+                if isinstance(err, (_RepoNotFound, _RevNotFound)):
+                    return None
+                raise
+            try:
+                path = hf_hub_download(repo_id, CONFIG_NAME, revision=sha, endpoint=self.endpoint, token=self._token,
+                                       cache_dir=str(self.cache_dir) if self.cache_dir is not None else None, library_name="fggp-hub")
+            except EntryNotFoundError:
+                return sha, None
+        return sha, _config_or_none(Path(path).parent)
+
+    def pull(self, repo_id, revision=None, *, files=None, force_download: bool = False) -> Path:
         from huggingface_hub import snapshot_download
 
         validate_repo_id(repo_id)
         if revision is not None:
             validate_revision(revision)
         patterns = list(files) if files is not None else PULL_PATTERNS
-        try:
+        with self._network("pull", repo_id, revision):
             path = snapshot_download(
                 repo_id,
                 revision=revision,
@@ -349,11 +582,14 @@ class HfHub(Hub):
                 cache_dir=str(self.cache_dir) if self.cache_dir is not None else None,
                 allow_patterns=patterns,
                 library_name="fggp-hub",
+                force_download=force_download,
             )
-        except _client_errors() as err:
-            raise self._translate(err, repo_id, revision, "pull") from None
         folder = Path(path)
-        check_folder_files(folder)
+        if not folder.is_dir():
+            raise HubResponseError(f"{repo_id}@{revision or DEFAULT_BRANCH} on {self.endpoint} holds none of the files fggp-hub reads "
+                                   f"({', '.join(patterns)}): it is not an fggp-hub export")
+        # snapshot files are links into the cache's blobs of this repo; anything else is refused
+        check_folder_files(folder, links_within=folder.parent.parent)
         return folder
 
 
@@ -368,21 +604,34 @@ def get_hub(hub: Hub | str | os.PathLike | None = None, *, token: str | bool | N
     if hub is None:
         hub = os.environ.get(ENV_HUB) or "local"
     if isinstance(hub, os.PathLike):
-        return LocalHub(hub)
+        return LocalHub(_local_hub_folder(Path(hub), str(hub)))
     if not isinstance(hub, str):
-        raise TypeError(f"hub must be a Hub, a string or a path, not {type(hub).__name__}")
+        raise InvalidNameError(f"hub must be a Hub, a string or a path, not {type(hub).__name__}")
     spec = hub.strip()
     if spec == "local":
         return LocalHub()
     if spec in ("hf", "huggingface", "hf-hub"):
         return HfHub(token=token)
-    if spec.startswith(("http://", "https://")):
+    if re.match(r"^https?://[^/\s]+", spec, re.IGNORECASE):
         return HfHub(endpoint=spec, token=token)
-    if spec.startswith("file://"):
-        return LocalHub(spec[len("file://"):])
-    if spec.startswith(("/", ".", "~")) or os.sep in spec:
-        return LocalHub(spec)
+    if spec.lower().startswith("file://"):
+        return LocalHub(_local_hub_folder(Path(spec[len("file://"):]), hub))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", spec) and not re.match(r"^[A-Za-z]:[\\/]", spec):
+        raise InvalidNameError(f"unsupported hub {hub!r}: only 'local', 'hf', an http(s):// endpoint or a local folder are supported")
+    if spec and (spec.startswith(("/", ".", "~")) or os.sep in spec or Path(spec).is_dir()):
+        return LocalHub(_local_hub_folder(Path(spec), hub))
     raise InvalidNameError(f"unknown hub {hub!r}: use 'local', 'hf', an http(s):// endpoint or a folder path")
+
+
+def _local_hub_folder(path: Path, spec: str) -> Path:
+    """A folder to use as a local hub: an existing folder, or a new one whose parent exists."""
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidNameError(f"hub {spec!r} is a file, not a folder: pass a folder for a local hub")
+    if not path.exists() and not path.absolute().parent.is_dir():
+        raise InvalidNameError(f"hub folder {spec!r} does not exist and neither does its parent: create it first, "
+                               "or use 'local', 'hf' or an http(s):// endpoint")
+    return path
 
 
 # ============================================================================ public calls
@@ -395,11 +644,17 @@ def push(
     commit_message: str | None = None,
     token: str | bool | None = None,
     private: bool = False,
+    overwrite: bool = False,
+    delete_others: bool = False,
 ) -> str:
     """Publish an export folder as one commit of ``repo_id`` on ``hub``; returns the commit sha.
 
     The folder is checked first (config.json's sparsity block, file names, weight hashes),
-    so a damaged export is never published.
+    so a damaged export is never published. When the branch already holds another model
+    (other weights), the push is refused unless ``overwrite=True``; either way the old and
+    new top-1 are named, and the old commit stays addressable by its sha. On a remote hub
+    only files an export of ours writes are removed from the repo (``delete_others=True``
+    removes the rest too, e.g. a LICENSE or other weight formats).
     """
     folder = Path(out_dir).expanduser()
     if not folder.is_dir():
@@ -415,7 +670,39 @@ def push(
                                      f"({', '.join(config['sparsity']['files'])}): re-export the model")
     for name in present:
         verify_weight_file(folder, name, config)
-    return get_hub(hub, token=token).push(folder, repo_id, commit_message=commit_message, revision=revision, private=private)
+    validate_revision(revision)
+    hub_obj = get_hub(hub, token=token)
+    _check_replacing(hub_obj, repo_id, revision, config, overwrite)
+    kwargs = {"delete_others": True} if delete_others and isinstance(hub_obj, HfHub) else {}
+    return hub_obj.push(folder, repo_id, commit_message=commit_message, revision=revision, private=private, **kwargs)
+
+
+def _top1(config: dict | None) -> str:
+    results = ((config or {}).get("sparsity") or {}).get("results") or {}
+    top1 = results.get("top1") if isinstance(results, dict) else None
+    return f"{top1:.2f}%" if isinstance(top1, (int, float)) and not isinstance(top1, bool) else "unknown"
+
+
+def _check_replacing(hub: Hub, repo_id: str, revision: str, config: dict, overwrite: bool) -> None:
+    """Refuse (or, with overwrite, announce) publishing other weights over a published model."""
+    published = hub.published_config(repo_id, revision)
+    if published is None:
+        return
+    sha, old = published
+    if old is None:
+        return  # an empty repo (only .gitattributes, a LICENSE...)
+    weights = lambda c: {n: (i or {}).get("sha256") for n, i in ((c.get("sparsity") or {}).get("files") or {}).items()}  # noqa: E731
+    new_w, old_w = weights(config), weights(old)
+    if old_w and all(old_w.get(n) == h for n, h in new_w.items() if n in old_w):
+        return  # the same model (a re-rendered card, new results): no flag needed
+    old_name = ((old.get("sparsity") or {}).get("name")) or "a model that is not an fggp-hub export"
+    new_name = config["sparsity"].get("name") or "this export"
+    what = (f"{repo_id}@{revision} on {hub.describe()} holds {old_name} (top-1 {_top1(old)}, commit {sha[:12]}); "
+            f"this folder is {new_name} (top-1 {_top1(config)})")
+    if not overwrite:
+        raise RepoExistsError(f"{what}: pass overwrite=True (fggp-hub push --overwrite) to publish over it, "
+                              f"or push to another repo id or branch")
+    logger.warning("%s: publishing over it (the old commit stays addressable as %s@%s)", what, repo_id, sha[:12])
 
 
 def pull(
@@ -425,6 +712,7 @@ def pull(
     *,
     token: str | bool | None = None,
     files: Iterable[str] | None = None,
+    force_download: bool = False,
 ) -> Path:
     """A local folder with ``repo_id`` (``org/name[@rev]``) at ``revision``; its name is the commit sha.
 
@@ -432,4 +720,7 @@ def pull(
     a local hub returns its commit folder. ``files`` limits what is fetched (glob patterns).
     """
     repo_id, revision = split_revision(repo_id, revision)
-    return get_hub(hub, token=token).pull(repo_id, revision, files=files)
+    hub_obj = get_hub(hub, token=token)
+    if force_download and isinstance(hub_obj, HfHub):  # a damaged cached file is fetched again
+        return hub_obj.pull(repo_id, revision, files=files, force_download=True)
+    return hub_obj.pull(repo_id, revision, files=files)

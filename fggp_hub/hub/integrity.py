@@ -150,16 +150,29 @@ def read_config(folder: str | Path) -> dict:
         )
     for name in block["files"]:
         validate_filename(name, where=str(path))
+    from .validate import check_block
+
+    check_block(config, where=str(path))  # every number finite, in range, of the right type
     return config
 
 
-def check_folder_files(folder: str | Path) -> list[str]:
-    """Names of the files of a repo folder, each validated; sub-folders and links are refused."""
+def check_folder_files(folder: str | Path, links_within: str | Path | None = None, *, allow_links: bool = False) -> list[str]:
+    """Names of the files of a repo folder, each validated; sub-folders and links are refused.
+
+    ``links_within``: symbolic links are accepted only when they resolve to a file inside that
+    folder (huggingface_hub's cache snapshots link to its blobs). ``allow_links``: a user's own
+    export folder, read only after its hashes are checked.
+    """
     folder = Path(folder)
     names = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name == ".cache" and entry.is_dir(follow_symlinks=False):
             continue  # huggingface_hub's local_dir metadata
+        if entry.is_symlink() and not allow_links:
+            target = Path(entry.path).resolve()
+            if links_within is None or not target.is_file() or not target.is_relative_to(Path(links_within).resolve()):
+                raise InvalidNameError(f"refusing symbolic link {entry.name!r} in {folder}: repo folders hold plain files only; "
+                                       "copy the file in instead of linking it")
         if entry.is_dir(follow_symlinks=False):
             raise InvalidNameError(f"refusing sub-folder {entry.name!r} in {folder}: exported repos are flat")
         validate_filename(entry.name, where=str(folder))
@@ -276,7 +289,9 @@ def build_model(config: dict):
             f"architecture {arch!r} is not registered with timm {timm.__version__}: import the package that "
             "registers it (fggp_hub registers fggp_*) or upgrade timm/fggp-hub"
         )
-    model_args = dict(config.get("model_args") or {})
+    from .validate import check_model_args
+
+    model_args = check_model_args(config.get("model_args"), where=f"config.json of {arch}")  # whitelisted keys only
     model_args.setdefault("num_classes", config.get("num_classes"))
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     overlay = {
@@ -293,7 +308,10 @@ def check_sparsity(model, block: dict, card_sparsity: float | None = None, where
 
     stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
     where = f" in {where}" if where else ""
-    recorded = float(block["sparsity"])
+    from .validate import check_number
+
+    recorded = float(check_number(block["sparsity"], "sparsity.sparsity", "config.json", lo=0.0, hi=1.0))
+    card_sparsity = check_number(card_sparsity, "the model card's sparsity", where or "README.md", lo=0.0, hi=1.0, optional=True)
     if abs(stats["sparsity"] - recorded) > SPARSITY_TOLERANCE:
         raise SparsityMismatchError(
             f"weights{where} are {stats['sparsity']:.6%} sparse but config.json says {recorded:.6%}; "

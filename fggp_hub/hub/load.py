@@ -8,6 +8,7 @@ config.json and the card (tolerance 1e-6) -> eval mode.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .integrity import (
     validate_repo_id,
     verify_weight_file,
 )
+from .validate import check_model_size, check_number
 from .zoo import ZooEntry
 from .zoo import resolve as resolve_zoo_name
 
@@ -138,7 +140,9 @@ def _card_sparsity(folder: Path) -> float | None:
     except Exception as err:  # the YAML parser's many error types
         raise CorruptCheckpointError(f"the model card {path} has unreadable YAML ({err.__class__.__name__}); re-download or re-export") from None
     value = meta.get("sparsity")
-    return float(value) if isinstance(value, (int, float)) else None
+    if value is None:
+        return None
+    return float(check_number(value, "sparsity", f"the model card {path}", lo=0.0, hi=1.0))
 
 
 def _check_expected_metrics(config: dict, entry: ZooEntry | None) -> None:
@@ -154,9 +158,9 @@ def _check_expected_metrics(config: dict, entry: ZooEntry | None) -> None:
             )
 
 
-def _read_weights(path: Path, compact: bool) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, compact: bool, expected: dict | None = None, architecture: str = "the architecture") -> dict[str, torch.Tensor]:
     if compact:
-        return sparse_format.load_file(path)
+        return sparse_format.load_file(path, expected=expected, architecture=architecture)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -177,9 +181,16 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
     weight = COMPACT_WEIGHTS if compact and COMPACT_WEIGHTS in files else DENSE_WEIGHTS
     if weight not in files:
         raise CorruptCheckpointError(f"config.json in {folder} lists no {DENSE_WEIGHTS}; re-export the model")
-    model = build_model(config)  # raises early if the architecture is not registered
+    with torch.device("meta"):  # the architecture's size, without allocating it
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in build_model(config).state_dict().items()}
     path = verify_weight_file(folder, weight, config)
-    state = _read_weights(path, compact=weight == COMPACT_WEIGHTS)
+    dense_bytes = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes.values())
+    check_model_size(dense_bytes, path.stat().st_size, weight == COMPACT_WEIGHTS, where=str(path))
+    model = build_model(config)
+    state = _read_weights(path, compact=weight == COMPACT_WEIGHTS, expected=shapes, architecture=config["architecture"])
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise CorruptCheckpointError(f"{weight} in {folder} holds NaN or infinite values in {bad}; refusing the model: re-export it")
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

@@ -187,17 +187,23 @@ def _corrupt(name: str, what: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"compact weights are corrupt: {name}: {what}; re-download or re-export the model")
 
 
-def _decode_one(name: str, info: dict, get) -> torch.Tensor:
+def _decode_one(name: str, info: dict, get, budget: list[int] | None = None) -> torch.Tensor:
+    """Decode one tensor; ``budget`` (a one-item list) is the number of entries still allowed to be allocated."""
     encoding = info.get("encoding")
     if encoding == "dense":
         return get(name)
-    try:
-        shape = [int(s) for s in info["shape"]]
-        dtype = getattr(torch, info["dtype"])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise _corrupt(name, "bad index entry") from None
-    if dtype not in _SPARSE_DTYPES or not shape or min(shape) < 0:
-        raise _corrupt(name, f"unsupported dtype/shape {info.get('dtype')} {shape}")
+    shape_raw, dtype_raw = info.get("shape"), info.get("dtype")
+    if (not isinstance(shape_raw, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape_raw)
+            or dtype_raw not in _DTYPE_NAMES.values()):
+        raise _corrupt(name, "bad index entry (shape must be a list of integers, dtype a float type)")
+    shape, dtype = list(shape_raw), getattr(torch, dtype_raw)
+    if not shape or min(shape) < 0:
+        raise _corrupt(name, f"unsupported dtype/shape {dtype_raw} {shape}")
+    numel = math.prod(shape)
+    if budget is not None:  # checked before anything of that size is allocated
+        if numel > budget[0]:
+            raise _corrupt(name, f"declares {numel:,} entries, more than the file or the architecture allows")
+        budget[0] -= numel
     rows, cols = _as_matrix_shape(tuple(shape))
     values = get(f"{name}{_SEP}values")
     if values.dtype != dtype or values.ndim != 1:
@@ -307,12 +313,26 @@ def canonical_header(data: bytes) -> bytes:
     return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
 
 
-def load_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read and decode a compact file (safetensors only; nothing is unpickled)."""
+#: Without expected shapes, a compact file may decode to at most this many entries per byte it holds (+ a fixed allowance).
+MAX_ENTRIES_PER_BYTE = 256
+_ENTRY_ALLOWANCE = 16 * 2**20
+
+
+def load_file(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None = None,
+              architecture: str = "the architecture") -> dict[str, torch.Tensor]:
+    """Read and decode a compact file (safetensors only; nothing is unpickled).
+
+    ``expected`` (name -> (shape, dtype), e.g. from the model config.json describes) is checked
+    against the index before any tensor is allocated, so a crafted few-byte file cannot declare
+    gigabytes; without it the decoded size is bounded by the file's size.
+    """
     path = Path(path)
+    budget = [path.stat().st_size * MAX_ENTRIES_PER_BYTE + _ENTRY_ALLOWANCE] if path.is_file() else None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             index = _check_metadata(f.metadata(), path.name)
+            if expected is not None:
+                _check_expected(index, expected, path.name, architecture)
             keys = set(f.keys())
 
             def get(key: str) -> torch.Tensor:
@@ -321,12 +341,25 @@ def load_file(path: str | Path) -> dict[str, torch.Tensor]:
                 keys.discard(key)
                 return f.get_tensor(key)
 
-            out = {name: _decode_one(name, info, get) for name, info in index.items()}
+            out = {name: _decode_one(name, info, get, budget) for name, info in index.items()}
     except SafetensorError as err:
         raise CorruptCheckpointError(f"{path.name} is not a readable safetensors file ({err}); re-download it") from None
     if keys:
         raise _corrupt(sorted(keys)[0], f"{len(keys)} tensor(s) not described by the index")
     return out
+
+
+def _check_expected(index: Mapping[str, dict], expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]], source: str,
+                    architecture: str) -> None:
+    for name, info in index.items():
+        if name not in expected:
+            raise CorruptCheckpointError(f"{source} does not fit {architecture}: tensor {name[:80]!r} is not one of its weights; re-export the model")
+        if info.get("encoding") == "dense":
+            continue  # stored as it is: its size is the file's, checked by safetensors
+        shape, dtype = expected[name]
+        if info.get("shape") != list(shape) or info.get("dtype") != _DTYPE_NAMES.get(dtype):
+            raise CorruptCheckpointError(f"{source} does not fit {architecture}: {name} is declared {info.get('dtype')} {info.get('shape')}, "
+                                         f"the architecture has {_DTYPE_NAMES.get(dtype, dtype)} {list(shape)}; re-export the model")
 
 
 def encoding_report(state_dict: Mapping[str, torch.Tensor]) -> dict[str, dict]:

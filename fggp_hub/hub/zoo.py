@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidNameError, UnknownModelError
+from .errors import InvalidNameError, UnknownModelError, ZooIndexError
 from .hubs import _write_text_atomic, home_dir
 from .integrity import validate_repo_id, validate_revision
 
@@ -120,13 +120,53 @@ def _read_index(path: Path, source: str) -> list[ZooEntry]:
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InvalidNameError(f"zoo index {path} is not valid JSON: fix or delete it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ZooIndexError(f"zoo index {path} is not valid JSON: fix or delete it") from None
+    models = data.get("models", []) if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise ZooIndexError(f"zoo index {path} must be a JSON object with a 'models' list: fix or delete it")
     entries = []
-    for raw in data.get("models", []):
-        known = {k: raw[k] for k in ZooEntry.__dataclass_fields__ if k in raw and k != "source"}
+    for i, raw in enumerate(models):
+        known = _checked_entry(raw, f"zoo index {path}, entry {i}")
         entries.append(ZooEntry(**known, source=source))
     return entries
+
+
+def _checked_entry(raw: Any, where: str) -> dict[str, Any]:
+    """The known fields of one index entry, each of the right type (NaN, bools-as-numbers, bad names refused)."""
+    import math
+
+    def bad(key: str, want: str) -> ZooIndexError:
+        return ZooIndexError(f"{where}: {key} is {str(raw.get(key))[:60]!r}, expected {want}: fix or delete the entry")
+
+    if not isinstance(raw, dict):
+        raise ZooIndexError(f"{where} is not a JSON object: fix or delete it")
+    known = {k: raw[k] for k in ZooEntry.__dataclass_fields__ if k in raw and k != "source"}
+    if not is_zoo_name(known.get("name")):
+        raise bad("name", "a zoo name such as vgg19-cifar10-s95")
+    try:
+        validate_repo_id(known.get("repo_id"))
+        if known.get("revision") is not None:
+            validate_revision(known["revision"])
+    except InvalidNameError as err:
+        raise ZooIndexError(f"{where}: {err}") from None
+    for key in ("hub", "architecture", "dataset", "method"):
+        if known.get(key) is not None and not isinstance(known[key], str):
+            raise bad(key, "a string")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if known.get("sparsity") is not None and not (number(known["sparsity"]) and 0 <= known["sparsity"] <= 1):
+        raise bad("sparsity", "a number in [0, 1]")
+    metrics = known.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(k, str) and (v is None or number(v) and v >= 0) for k, v in metrics.items()):
+        raise bad("metrics", "a mapping of metric names to finite numbers >= 0")
+    for key in ("top1", "top5"):
+        if metrics.get(key) is not None and metrics[key] > 100:
+            raise ZooIndexError(f"{where}: metrics.{key} is {metrics[key]}, expected a percentage in [0, 100]: fix the entry")
+    bundled = known.get("bundled")
+    if bundled is not None and not (isinstance(bundled, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in bundled.items())):
+        raise bad("bundled", "a mapping of file names to sha256 digests")
+    return known
 
 
 def package_index_path() -> Path:
