@@ -1,6 +1,7 @@
 """load(), the local hub, the zoo, and every error load/push/pull can raise."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 import shutil
@@ -93,7 +94,7 @@ def test_compact_and_dense_files_give_identical_weights(exported):
 
 # --------------------------------------------------------------------------- zoo
 def test_packaged_zoo_index_matches_the_committed_cards(monkeypatch):
-    """Every shipped zoo name is pinned to a commit and its expected top-1 is the one on its committed card."""
+    """Every shipped zoo name pins its bundled files and its expected top-1 is the one on its committed card."""
     from importlib.resources import files
 
     from fggp_hub.eval import card_metrics
@@ -105,7 +106,9 @@ def test_packaged_zoo_index_matches_the_committed_cards(monkeypatch):
     assert sorted(e.name for e in fggp_hub.list_models()) == sorted(m["name"] for m in index["models"])
     cards = Path(__file__).resolve().parents[2] / "model_cards"
     for entry in index["models"]:
-        assert NAME_PATTERN.match(entry["name"]) and len(entry["revision"]) == 40
+        assert NAME_PATTERN.match(entry["name"])
+        for filename, digest in entry["bundled"].items():
+            assert hashlib.sha256((cards / entry["name"] / filename).read_bytes()).hexdigest() == digest
         card = card_metrics(cards / entry["name"])
         assert card["top1"] == entry["metrics"]["top1"] and card["sparsity"] == pytest.approx(entry["sparsity"], abs=1e-6)
         config = json.loads((cards / entry["name"] / "config.json").read_text())
