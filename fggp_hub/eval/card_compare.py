@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..hub.card import METRIC_NAMES, METRIC_TYPES
 from .errors import CardError
 
 __all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "write_results_to_card"]
@@ -28,8 +29,6 @@ CARD_NAME = "README.md"
 RESULTS_NAME = "eval_results.json"
 
 #: model-index metric ``type`` -> result key (the first type of a key is the one written).
-_METRIC_TYPES = {"accuracy": "top1", "top_5_accuracy": "top5", "loss": "loss", "cross_entropy": "loss"}
-_METRIC_NAMES = {"top1": ("accuracy", "Top-1 accuracy (%)"), "top5": ("top_5_accuracy", "Top-5 accuracy (%)"), "loss": ("loss", "Cross-entropy loss")}
 _SUBSET_SPLIT = re.compile(r"^(?P<split>[A-Za-z0-9_.-]+)\[:(?P<n>\d+)\]$")
 
 #: Absolute tolerances of :func:`compare_with_card`. A CPU evaluation of the same weights on the
@@ -103,7 +102,7 @@ def _from_model_index(meta: Mapping[str, Any]) -> dict[str, Any]:
         if count is not None:
             out["num_images"] = count
     for result in results:
-        key = _METRIC_TYPES.get(result.metric_type)
+        key = METRIC_TYPES.get(result.metric_type)
         same_entry = (result.task_type, result.dataset_name, result.dataset_split) == (head.task_type, head.dataset_name, head.dataset_split)
         if same_entry and key is not None and key not in out and isinstance(result.metric_value, (int, float)):
             out[key] = float(result.metric_value)
@@ -197,9 +196,9 @@ def _merge_model_index(card, results: Mapping[str, Any]) -> None:
             dataset_type=dataset_hub_id(label),
             dataset_name=label,
             dataset_split=split,
-            metric_type=_METRIC_NAMES[key][0],
+            metric_type=METRIC_NAMES[key][0],
             metric_value=float(results[key]),
-            metric_name=_METRIC_NAMES[key][1],
+            metric_name=METRIC_NAMES[key][1],
         )
         for key in ("top1", "top5", "loss")
         if isinstance(results.get(key), (int, float))

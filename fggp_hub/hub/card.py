@@ -39,6 +39,13 @@ CITATION = """@inproceedings{zhu2025fggp,
   note      = {arXiv:2411.05500}
 }"""
 
+#: The one map from a model-index ``metric_type`` to our result key (cards, leaderboard, eval --check).
+METRIC_TYPES = {"accuracy": "top1", "top_1_accuracy": "top1", "top_5_accuracy": "top5", "loss": "loss",
+                "cross_entropy": "loss"}
+#: What we write for each result key: (metric_type, metric_name).
+METRIC_NAMES = {"top1": ("accuracy", "Top-1 accuracy (%)"), "top5": ("top_5_accuracy", "Top-5 accuracy (%)"),
+                "loss": ("loss", "Cross-entropy loss")}
+
 _DATASET_IDS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 
 
@@ -166,7 +173,7 @@ def make_card(
     repo = repo_id or f"<org>/{name}"
 
     eval_results = []
-    for key, label in (("top1", "Top-1 accuracy (%)"), ("top5", "Top-5 accuracy (%)")):
+    for key in ("top1", "top5"):
         if isinstance(results.get(key), (int, float)):
             eval_results.append(
                 EvalResult(
@@ -175,9 +182,9 @@ def make_card(
                     dataset_type=data_id,
                     dataset_name=dataset,
                     dataset_split=str(results.get("split", "test")),
-                    metric_type="accuracy" if key == "top1" else "top_5_accuracy",
+                    metric_type=METRIC_NAMES[key][0],
                     metric_value=float(results[key]),
-                    metric_name=label,
+                    metric_name=METRIC_NAMES[key][1],
                 )
             )
     tags = ["pruning", "sparse", "fggp", "timm", "image-classification", dataset_short_name(dataset), f"sparsity-{sparsity_tag(target if target is not None else sparsity)}"]

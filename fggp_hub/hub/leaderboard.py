@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .card import METRIC_TYPES
 from .errors import FggpHubError
 from .hubs import Hub, _write_text_atomic, get_hub
 from .integrity import COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, read_config, split_revision
@@ -117,8 +118,8 @@ def card_results(folder: str | os.PathLike) -> tuple[dict[str, float], str | Non
             data = ModelCard.load(card, ignore_metadata_errors=True).data
             found = {}
             for result in data.eval_results or []:
-                key = {"accuracy": "top1", "top_1_accuracy": "top1", "top_5_accuracy": "top5"}.get(result.metric_type)
-                if key and _number(result.metric_value) is not None:
+                key = METRIC_TYPES.get(result.metric_type)
+                if key in ("top1", "top5") and _number(result.metric_value) is not None:
                     found.setdefault(key, float(result.metric_value))
             if found:
                 return found, "card"

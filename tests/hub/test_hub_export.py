@@ -285,3 +285,17 @@ def test_vgg19_export_is_at_least_12x_smaller_at_95(tmp_path):
     files = json.loads((out / "config.json").read_text())["sparsity"]["files"]
     ratio = files["model.safetensors"]["size"] / files["model.sparse.safetensors"]["size"]
     assert ratio >= 12.0, ratio
+
+
+def test_a_top_1_accuracy_card_metric_is_read_by_every_consumer(exported):
+    """One metric-type map: a card written with metric type top_1_accuracy is compared by eval --check too."""
+    from fggp_hub.eval import card_metrics
+    from fggp_hub.hub.leaderboard import record_from_folder
+
+    _, folder = exported
+    card = folder / "README.md"
+    text = card.read_text()
+    assert "    - type: accuracy\n      value: 71.25" in text
+    card.write_text(text.replace("    - type: accuracy\n      value: 71.25", "    - type: top_1_accuracy\n      value: 70.5"))
+    assert card_metrics(folder)["top1"] == 70.5  # the card's model-index wins over config.json's record
+    assert record_from_folder(folder).top1 == 70.5
