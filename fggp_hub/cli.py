@@ -104,10 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo name, org/name[@revision] or an export folder")
     p.add_argument("--revision", default=None)
     p.add_argument("--dense", action="store_true", help="verify model.safetensors instead of the compact file")
+    p.add_argument("--force-download", action="store_true", help="fetch again even if cached (a damaged cached file)")
 
     p = add("pull", "download a model repo (into the huggingface_hub cache for remote hubs) and print its folder")
     p.add_argument("name", help="zoo name or org/name[@revision]")
     p.add_argument("--revision", default=None)
+    p.add_argument("--force-download", action="store_true", help="fetch again even if cached (a damaged cached file)")
 
     p = add("push", "publish an exported folder as one commit")
     p.add_argument("folder")
@@ -115,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default="main", help="branch to commit to (default: main)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--private", action="store_true", help="create the repo private (remote hubs)")
+    p.add_argument("--overwrite", action="store_true", help="publish over another model already on that branch (its commit stays addressable)")
+    p.add_argument("--delete-others", action="store_true", help="also delete remote files export does not write (LICENSE, other formats)")
 
     p = add("export", "export a training checkpoint as a Hub repo folder (timm layout, compact file, model card)")
     p.add_argument("checkpoint", help="run folder, a checkpoints/step_N folder, or a .safetensors state_dict (with --model)")
@@ -133,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--command", default=None, dest="train_command", metavar="CMD", help="training command line for the card")
     p.add_argument("--repo-id", default=None, help="where the folder will be pushed (for the card's instructions)")
     p.add_argument("--push-to", default=None, metavar="REPO_ID", help="also push the folder to this repo on --hub")
+    p.add_argument("--overwrite-repo", action="store_true", help="with --push-to: publish over another model already in that repo")
     p.add_argument("--no-compact", action="store_true", help="do not write model.sparse.safetensors")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing export at OUT_DIR")
 
@@ -230,7 +235,7 @@ def _cmd_info(args) -> int:
     from .hub.integrity import read_config
     from .pruning import sparsity_stats
 
-    model = load(args.name, revision=args.revision, hub=args.hub, compact=not args.dense)
+    model = load(args.name, revision=args.revision, hub=args.hub, compact=not args.dense, force_download=args.force_download)
     hub_info = dict(getattr(model, "hub_info", {}))
     folder = Path(hub_info["folder"])
     config = read_config(folder)
@@ -302,7 +307,7 @@ def _cmd_pull(args) -> int:
     from .hub import pull
 
     repo_id, revision, hub = _repo_and_revision(args.name, args.revision, args.hub)
-    folder = pull(repo_id, revision=revision, hub=hub)
+    folder = pull(repo_id, revision=revision, hub=hub, force_download=args.force_download)
     _emit(args, {"name": args.name, "repo_id": repo_id, "revision": folder.name, "folder": str(folder)}, str(folder))
     return 0
 
@@ -310,7 +315,8 @@ def _cmd_pull(args) -> int:
 def _cmd_push(args) -> int:
     from .hub import push
 
-    revision = push(args.folder, args.repo_id, hub=args.hub, revision=args.revision, commit_message=args.message, private=args.private)
+    revision = push(args.folder, args.repo_id, hub=args.hub, revision=args.revision, commit_message=args.message, private=args.private,
+                    overwrite=args.overwrite, delete_others=args.delete_others)
     _emit(args, {"repo_id": args.repo_id, "revision": revision, "branch": args.revision}, f"pushed {args.repo_id}@{revision}")
     return 0
 
@@ -512,7 +518,7 @@ def _cmd_export(args) -> int:
            "sparsity": block["sparsity"], "results": block.get("results")}
     text = f"exported {block['name']} to {folder} (sparsity {_pct(block['sparsity'], 4)})"
     if args.push_to:
-        revision = fggp_hub.push(folder, args.push_to, hub=args.hub)
+        revision = fggp_hub.push(folder, args.push_to, hub=args.hub, overwrite=args.overwrite_repo)
         out.update(repo_id=args.push_to, revision=revision)
         text += f"\npushed {args.push_to}@{revision}"
     _emit(args, out, text)
@@ -659,6 +665,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import logging
+
+    hub_logger = logging.getLogger("fggp_hub")
+    if not hub_logger.handlers:  # the library's notices (replacing an export or a published model) as "warning: ..." lines
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s".replace("%(levelname)s", "warning")))
+        handler.setLevel(logging.WARNING)
+        hub_logger.addHandler(handler)
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:

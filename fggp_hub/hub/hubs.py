@@ -656,6 +656,7 @@ def push(
     only files an export of ours writes are removed from the repo (``delete_others=True``
     removes the rest too, e.g. a LICENSE or other weight formats).
     """
+    hub_obj = get_hub(hub, token=token)  # an unsupported hub is refused before anything else
     folder = Path(out_dir).expanduser()
     if not folder.is_dir():
         raise FolderNotFoundError(f"{folder} is not a folder: export the model first (fggp_hub.export)")
@@ -671,7 +672,6 @@ def push(
     for name in present:
         verify_weight_file(folder, name, config)
     validate_revision(revision)
-    hub_obj = get_hub(hub, token=token)
     _check_replacing(hub_obj, repo_id, revision, config, overwrite)
     kwargs = {"delete_others": True} if delete_others and isinstance(hub_obj, HfHub) else {}
     return hub_obj.push(folder, repo_id, commit_message=commit_message, revision=revision, private=private, **kwargs)

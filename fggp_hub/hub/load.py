@@ -224,6 +224,7 @@ def load(
     *,
     token: str | bool | None = None,
     device: str | torch.device = "cpu",
+    force_download: bool = False,
 ) -> nn.Module:
     """A ready timm model in eval mode, its files and sparsity verified.
 
@@ -242,6 +243,7 @@ def load(
             ``model.safetensors``; both decode to identical weights.
         token: access token for a remote hub (never printed).
         device: where to put the model.
+        force_download: fetch the files again even when huggingface_hub's cache has them (a damaged cached file).
     """
     source = resolve_source(name_or_repo_or_path, revision, hub)
     if source["kind"] == "folder":
@@ -252,8 +254,10 @@ def load(
     hub_obj = get_hub(source.get("hub"), token=token)
     repo_id, rev = source["repo_id"], source["revision"]
     wanted = COMPACT_WEIGHTS if compact else DENSE_WEIGHTS
+    remote = not isinstance(hub_obj, LocalHub)
+    extra = {"force_download": True} if force_download and remote else {}
     try:
-        folder = hub_obj.pull(repo_id, rev, files=[CONFIG_NAME, CARD_NAME, wanted])
+        folder = hub_obj.pull(repo_id, rev, files=[CONFIG_NAME, CARD_NAME, wanted], **extra)
     except (NotInCacheError, HubUnreachableError):
         entry = source.get("entry")
         if entry is not None and entry.bundled and bundled_root() is None:  # a wheel install, offline
@@ -261,8 +265,14 @@ def load(
         raise
     if compact and COMPACT_WEIGHTS not in (read_config(folder)["sparsity"]["files"]):
         # exported without the compact file: fetch the dense one, at the same commit
-        folder = hub_obj.pull(repo_id, folder.name, files=[CONFIG_NAME, CARD_NAME, DENSE_WEIGHTS])
-    model = load_folder(folder, compact, entry=source["entry"], device=device)
+        folder = hub_obj.pull(repo_id, folder.name, files=[CONFIG_NAME, CARD_NAME, DENSE_WEIGHTS], **extra)
+    try:
+        model = load_folder(folder, compact, entry=source["entry"], device=device)
+    except CorruptCheckpointError as err:
+        if not remote or force_download:
+            raise
+        raise type(err)(f"{err} (the copy in huggingface_hub's cache {folder} is damaged: fetch it again with "
+                        "force_download=True, or fggp-hub pull/info --force-download)") from None
     model.hub_info.update({"repo_id": repo_id, "revision": folder.name, "hub": hub_obj.describe(),
                            "origin": source.get("origin", "hub")})
     return model
