@@ -105,7 +105,8 @@ class CifarResNet(nn.Module):
     """ResNet for 32x32 inputs (3x3 stride-1 stem, no max-pool) with timm's model interface.
 
     Features (``feature_info``): index 0 is the stem (``act1``, stride 1), index i the output
-    of ``layer{i}`` (stride 2**(i-1)).
+    of ``layer{i}`` (stride 2**(i-1)). A 3-stage net (ResNet-20) has an empty ``layer4``: no
+    weights, identity, and a forward without data-dependent control flow (TorchScript, fx).
     """
 
     def __init__(
