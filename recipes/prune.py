@@ -37,6 +37,7 @@ from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
 from fggp_hub.recipes import run_folder
+from fggp_hub.recipes.export_run import export_run, write_run_info
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
 
@@ -323,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: pruning: {e}") from None
     run = RunState()
     accelerator.register_for_checkpointing(scheduler, pruner, run)
+    if main_process and not cfg.resume:  # what only the runner knows, for export_run (here and fggp-hub export)
+        write_run_info(out_dir, pruning=pruner.config(), dataset=dataset_label(cfg.data.dataset, str(train.source)),
+                       command=_run_command(recipe_path, argv), total_steps=total_steps)
 
     if cfg.resume:
         if not list(checkpoint.glob(f"random_states_{accelerator.process_index}.pkl")):
@@ -452,10 +456,8 @@ def main(argv: list[str] | None = None) -> int:
               "names: not exported", file=sys.stderr)
         return 1
     name = cfg.export.name or default_export_name(cfg)
-    command = _run_command(recipe_path, argv)
-    folder = fggp_hub.export(accelerator.unwrap_model(model), out_dir / "export" / name, pruning=pruner.config(),
-                             recipe=recipe_to_dict(cfg), results=results, dataset=dataset_label(cfg.data.dataset, str(train.source)),
-                             dense_top1=cfg.export.dense_baseline_top1, schedule=schedule, command=command, name=name)
+    folder = export_run(out_dir, out_dir / "export" / name, model=accelerator.unwrap_model(model), results=results,
+                        name=name, dense_top1=cfg.export.dense_baseline_top1)
     repo_id = cfg.export.push_to or f"local/{name}"
     revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
     print(f"exported {folder}\npublished {repo_id}@{revision[:12]} to the {'given' if cfg.export.hub else 'local'} hub\n")
