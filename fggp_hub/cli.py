@@ -322,7 +322,6 @@ def _cmd_push(args) -> int:
 
 
 # =============================================================================== export
-_KNOWN_TRAIN_SIZES = {"cifar10": 50000, "uoft-cs/cifar10": 50000, "cifar100": 50000, "uoft-cs/cifar100": 50000}
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -398,33 +397,6 @@ def _build(arch: str, state: dict, num_classes: int | None, model_args: dict):
     return model.eval()
 
 
-def _dataset_label(cfg) -> str:
-    """The label recipes/prune.py writes, from the recipe alone (the run's data are not loaded)."""
-    from .data.sources import cifar10_source, dataset_label
-
-    source = str(cifar10_source()[0]) if cfg.data.dataset == "cifar10" else cfg.data.dataset
-    return dataset_label(cfg.data.dataset, source)
-
-
-def _total_steps(cfg, results: dict | None, override: int | None) -> int:
-    """T of the run's cubic schedule, as recipes/prune.py computed it."""
-    if override is not None:
-        return override
-    if results and isinstance(results.get("total_steps"), int):
-        return results["total_steps"]  # recorded by the runner
-    if results and cfg.train.max_steps is None and isinstance(results.get("optimizer_steps"), int):
-        return results["optimizer_steps"]  # the run finished: it took exactly T steps
-    n = cfg.data.train_subset
-    full = _KNOWN_TRAIN_SIZES.get(cfg.data.dataset)
-    n = min(n, full) if n and full else (n or full)
-    if not n:
-        raise CliError(f"cannot work out the run's optimizer steps (training set size of {cfg.data.dataset!r} unknown): pass --total-steps")
-    processes = int((results or {}).get("processes", 1))
-    accumulation = cfg.train.gradient_accumulation_steps
-    per_process = cfg.train.batch_size // (processes * accumulation)
-    return (math.ceil(n / processes) // per_process) // accumulation * cfg.train.epochs
-
-
 def _read_json(path: str | Path, what: str) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -443,14 +415,11 @@ def _warn(message: str) -> None:
 
 
 def _cmd_export(args) -> int:
-    import torch
-
     import fggp_hub
-    from .pruning import CubicSchedule, Pruner, prunable_parameters
 
     source = Path(args.checkpoint).expanduser()
     if not source.exists():
-        raise CliError(f"checkpoint {source} does not exist: pass a run folder, a checkpoint_N folder or a .safetensors file")
+        raise CliError(f"checkpoint {source} does not exist: pass a run folder, one of its checkpoints/step_N folders or a .safetensors file")
     kwargs: dict[str, Any] = {}
     if source.is_file():
         if not args.model:
@@ -460,7 +429,7 @@ def _cmd_export(args) -> int:
         results = _read_json(args.results, "results") if args.results else None
         name = args.name
     else:
-        from .recipes import default_export_name, load_recipe
+        from .recipes import RecipeError, load_recipe
 
         run, checkpoint = _find_checkpoint(source, args.step)
         state = _read_state_dict(checkpoint / "model.safetensors")
@@ -485,28 +454,22 @@ def _cmd_export(args) -> int:
                     results = run_results
                 else:
                     _warn(f"{run / 'results.json'} belongs to the end of the run, not to {checkpoint.name}: exporting without results")
-            p = cfg.pruning
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # only to build the Pruner whose config() the run exported
-            if cfg.init_from or p.method == "none":
-                schedule = None
-                pruner = Pruner(model, optimizer, include_first_conv=p.include_first_conv)
-            else:
-                schedule = CubicSchedule(total_steps=_total_steps(cfg, results, args.total_steps), final_density=1 - p.final_sparsity,
-                                         initial_density=1 - p.initial_sparsity, interval=p.interval, end_fraction=p.end_fraction)
-                masks = {n: w.detach() != 0 for n, w in prunable_parameters(model, include_first_conv=p.include_first_conv).items()}
-                pruner = Pruner(model, optimizer, schedule=schedule, method=p.method, rate=p.rate, anneal_initial=p.anneal_initial,
-                                anneal_final=p.anneal_final, include_first_conv=p.include_first_conv, seed=cfg.seed, masks=masks)
-            pruning = pruner.config()
-            pruner.remove()
-            from .recipes import recipe_to_dict
+            from .recipes.export_run import run_export_kwargs
 
-            kwargs.update(pruning=pruning if args.method is None else {**pruning, "method": args.method},
-                          recipe=args.recipe or recipe_to_dict(cfg), schedule=schedule,
-                          dense_top1=cfg.export.dense_baseline_top1)
-            kwargs.setdefault("dataset", _dataset_label(cfg))
-            name = args.name or cfg.export.name or default_export_name(cfg)
+            try:  # the run folder records what to write (run_info.json); older runs are rebuilt from the recipe
+                settings = run_export_kwargs(run, results=results, total_steps=args.total_steps)
+            except RecipeError as err:
+                raise CliError(str(err)) from None
+            name = args.name or settings.pop("name")
+            settings.pop("name", None)
+            if args.method is not None:
+                settings["pruning"] = {**settings["pruning"], "method": args.method}
+            if args.recipe:
+                settings["recipe"] = args.recipe
+            command = settings.pop("command")
             if args.train_command is None:
-                args.train_command = "accelerate launch recipes/prune.py --recipe recipe.yaml"
+                args.train_command = command
+            kwargs.update(settings)
     if args.dataset is not None:
         kwargs["dataset"] = args.dataset
     if args.dense_top1 is not None:

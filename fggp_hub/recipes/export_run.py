@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import Recipe, RecipeError, default_export_name, load_recipe, recipe_to_dict
 
-__all__ = ["RUN_INFO", "export_run", "read_run_info", "write_run_info"]
+__all__ = ["RUN_INFO", "export_run", "read_run_info", "run_export_kwargs", "write_run_info"]
 
 RUN_INFO = "run_info.json"
 
@@ -70,11 +70,22 @@ def _legacy_info(recipe: Recipe, results: dict[str, Any] | None, total_steps: in
             "command": "python recipes/prune.py --recipe recipe.yaml"}
 
 
+def run_export_kwargs(run_dir: str | os.PathLike, *, results: dict[str, Any] | None = None,
+                      total_steps: int | None = None) -> dict[str, Any]:
+    """What :func:`fggp_hub.export` needs from a run folder: name, pruning, recipe, dataset, dense top-1, command."""
+    run = Path(run_dir)
+    recipe = load_recipe(run / "recipe.resolved.yaml")
+    info = read_run_info(run) or _legacy_info(recipe, results, total_steps)
+    return dict(name=recipe.export.name or default_export_name(recipe), pruning=info["pruning"],
+                recipe=recipe_to_dict(recipe), dataset=info["dataset"], dense_top1=recipe.export.dense_baseline_top1,
+                command=info.get("command"))
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     *,
-    model: nn.Module | None = None,
+    model: nn.Module,
     results: dict[str, Any] | None = None,
     name: str | None = None,
     total_steps: int | None = None,
@@ -82,21 +93,17 @@ def export_run(
 ) -> Path:
     """Write the run in ``run_dir`` as a Hub repo folder (default ``run_dir/export/<name>``).
 
-    ``model`` is the trained model (the runner passes its own); ``results`` its evaluation
-    (default: the run's ``results.json``). Other keyword arguments go to
-    :func:`fggp_hub.export` and win over what the run recorded (e.g. ``dataset``, ``command``).
+    ``model`` is the trained model (the runner passes its own, ``fggp-hub export`` one built
+    from a checkpoint); ``results`` its evaluation (default: the run's ``results.json``).
+    Other keyword arguments go to :func:`fggp_hub.export` and win over what the run recorded.
     """
     from ..hub import export
 
     run = Path(run_dir)
-    recipe = load_recipe(run / "recipe.resolved.yaml")
     if results is None and (run / "results.json").is_file():
         results = json.loads((run / "results.json").read_text())
-    info = read_run_info(run) or _legacy_info(recipe, results, total_steps)
-    name = name or recipe.export.name or default_export_name(recipe)
-    if model is None:
-        raise RecipeError("export_run needs the trained model (fggp-hub export loads it from a checkpoint)")
-    kwargs = dict(pruning=info["pruning"], recipe=recipe_to_dict(recipe), dataset=info["dataset"],
-                  dense_top1=recipe.export.dense_baseline_top1, command=info.get("command"))
+    kwargs = run_export_kwargs(run, results=results, total_steps=total_steps)
+    name = name or kwargs.pop("name")
+    kwargs.pop("name", None)
     kwargs.update(export_kwargs)
     return export(model, out_dir or run / "export" / name, results=results, name=name, **kwargs)
