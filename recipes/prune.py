@@ -37,7 +37,7 @@ from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
 from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
 from fggp_hub.recipes import run_folder
-from fggp_hub.recipes.export_run import export_run, write_run_info
+from fggp_hub.recipes.export_run import RUN_INFO, export_run, write_run_info
 
 QUICK_RECIPE = Path(__file__).resolve().parent / "quick_cpu.yaml"
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: pruning: {e}") from None
     run = RunState()
     accelerator.register_for_checkpointing(scheduler, pruner, run)
-    if main_process and not cfg.resume:  # what only the runner knows, for export_run (here and fggp-hub export)
+    if main_process and not (out_dir / RUN_INFO).is_file():  # what only the runner knows, for export_run
         write_run_info(out_dir, pruning=pruner.config(), dataset=dataset_label(cfg.data.dataset, str(train.source)),
                        command=_run_command(recipe_path, argv), total_steps=total_steps)
 
