@@ -41,6 +41,21 @@ MODES = ("dense", "sparse", "direct")
 _UNFOLD_MAX_PIXELS = 16
 
 
+# Non-zeros per output channel and cache block of the direct kernel: the candidates the tuner
+# times, and the default. A block costs a load and a store of the output tile per channel, so
+# blocks pay only where each channel has a few dozen non-zeros in them (the denser layers).
+_BLOCK_NNZ_CANDIDATES = (32, 96)
+_BLOCK_NNZ_DEFAULT = 48
+
+
+def _ci_block_for(density: float, taps: int, n_ci: int, target_nnz: int) -> int:
+    """Input channels per cache block so that each output channel has ~target_nnz non-zeros per block (0: one block)."""
+    if density <= 0:
+        return 0
+    block = -(-int(math.ceil(target_nnz / (density * taps))) // 4) * 4
+    return block if block < 0.75 * n_ci else 0
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -51,13 +66,13 @@ def _direct_conv_chwn(
     """Run the native kernel: ``xc`` (C', H', W', N) contiguous -> (Co, Ho, Wo, N), bias and ReLU fused."""
     lib = native_library()
     co, ho, wo, n = out_shape
-    seg, dh, dw, ci, vals = meta
+    seg, dh, dw, ci, vals, nb = meta
     out = torch.empty(out_shape, dtype=torch.float32)
     bias = layer.bias
     if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
         bias = bias.float().contiguous()
     lib.fggp_sparse_conv_chwn_f32(
-        xc.data_ptr(), xc.shape[1], xc.shape[2], n, ho, wo, co, dh.numel(),
+        xc.data_ptr(), xc.shape[1], xc.shape[2], n, ho, wo, co, dh.numel(), nb,
         seg.data_ptr(), dh.data_ptr(), dw.data_ptr(), ci.data_ptr(), vals.data_ptr(),
         _ptr(bias), out.data_ptr(), int(layer.relu), torch.get_num_threads(),
     )
@@ -65,17 +80,25 @@ def _direct_conv_chwn(
 
 
 def _tap_grouped(
-    rows: Tensor, taps: Tensor, ci: Tensor, values: Tensor, n_rows: int, tap_shifts: Tensor
+    rows: Tensor, taps: Tensor, ci: Tensor, values: Tensor, n_rows: int, tap_shifts: Tensor, block: int = 0
 ) -> tuple[Tensor, ...]:
-    """The direct kernel's weight form: non-zeros sorted by (output channel, tap, input channel).
+    """The direct kernel's weight form: non-zeros sorted by (input-channel block, output channel, tap, input channel).
 
-    Returns (segment pointers (rows * T + 1), tap row shifts, tap column shifts, input channels, values).
+    ``block`` input channels per block (0: one block). The kernel sweeps all output
+    channels over one block of input channels before the next block, so the input a
+    tile reads stays in L1 (partial sums go through the output tile, in cache).
+
+    Returns (segment pointers (blocks * rows * T + 1), tap row shifts, tap column shifts,
+    input channels, values, number of blocks).
     """
     n_taps = tap_shifts.shape[0]
-    key = (rows * n_taps + taps) * (int(ci.max()) + 1 if ci.numel() else 1) + ci
-    order = torch.argsort(key, stable=True)
-    counts = torch.bincount(rows * n_taps + taps, minlength=n_rows * n_taps)
-    seg = torch.zeros(n_rows * n_taps + 1, dtype=torch.int64)
+    n_ci = int(ci.max()) + 1 if ci.numel() else 1
+    block = n_ci if block <= 0 else min(block, n_ci)
+    n_blocks = -(-n_ci // block)
+    slot = (torch.div(ci, block, rounding_mode="floor") * n_rows + rows) * n_taps + taps
+    order = torch.argsort(slot * n_ci + ci, stable=True)
+    counts = torch.bincount(slot, minlength=n_blocks * n_rows * n_taps)
+    seg = torch.zeros(n_blocks * n_rows * n_taps + 1, dtype=torch.int64)
     seg[1:] = torch.cumsum(counts, 0)
     return (
         seg.to(torch.int32),
@@ -83,6 +106,7 @@ def _tap_grouped(
         tap_shifts[:, 1].to(torch.int32).contiguous(),
         ci[order].to(torch.int32),
         values[order].to(torch.float32).contiguous(),
+        n_blocks,
     )
 
 
@@ -110,6 +134,7 @@ class SparseInferenceLayer(nn.Module):
         self.nnz = int(csr.values().numel())
         self.sparsity = 1.0 - self.nnz / max(weight.numel(), 1)
         self.decisions: dict[int, str] = {}  # batch size -> mode
+        self.direct_blocks: dict[int, int] = {}  # batch size -> input channels per cache block of the direct kernel
         self.timings: dict[int, dict[str, float]] = {}  # batch size -> {mode: seconds}
         self.default_mode = "dense"
         self._csr_cache: tuple[Tensor, Tensor] | None = None
@@ -182,9 +207,10 @@ class SparseInferenceLayer(nn.Module):
         ``"direct"`` runs the torch CSR kernel instead where the native one cannot
         (no library, not float32): see :meth:`direct_supported`.
         """
-        if mode == "direct":
+        if mode.startswith("direct"):  # "direct", or "direct@K": K input channels per cache block (tuning)
             if self.direct_supported(x):
-                return self._direct(x)  # applies the ReLU itself
+                block = int(mode[7:]) if mode.startswith("direct@") else None
+                return self._direct(x) if block is None else self._direct(x, block)  # applies the ReLU itself
             mode = "sparse"
         if mode == "sparse":
             out = self._sparse(x)
@@ -202,8 +228,12 @@ class SparseInferenceLayer(nn.Module):
             return False
         return native_library() is not None
 
-    def _direct(self, x: Tensor) -> Tensor:
+    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
         raise NotImplementedError
+
+    def block_candidates(self, *targets: int) -> list[int]:
+        """Cache-block settings of the direct kernel worth timing (convs only; 0 = no blocking)."""
+        return [0]
 
     def _dense(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -219,6 +249,7 @@ class SparseInferenceLayer(nn.Module):
             "sparsity": self.sparsity,
             "decisions": {int(b): m for b, m in sorted(self.decisions.items())},
             "default_mode": self.default_mode,
+            "direct_ci_blocks": {int(b): k for b, k in sorted(self.direct_blocks.items())},
             "relu_fused": self.relu,
             "timings_s": {int(b): dict(t) for b, t in sorted(self.timings.items())},
         }
@@ -242,6 +273,7 @@ class SparseConv2d(SparseInferenceLayer):
         self.stride = tuple(conv.stride)
         self.padding = (0, 0) if conv.padding == "valid" else tuple(conv.padding)
         self.dilation = tuple(conv.dilation)
+        self.direct_ci_block: int | None = None  # input channels per cache block of the direct kernel (None: auto, 0: all)
 
     @staticmethod
     def unsupported_reason(conv: nn.Module) -> str | None:
@@ -291,7 +323,7 @@ class SparseConv2d(SparseInferenceLayer):
         out = out.view(self.out_channels, ho, wo, b).permute(3, 0, 1, 2)
         return out if b == 1 else out.contiguous()
 
-    def _direct_meta_for(self) -> tuple[tuple, tuple[int, ...]]:
+    def _direct_meta_for(self, block: int = 0) -> tuple[tuple, tuple[int, ...]]:
         """The direct kernel's weight form after the polyphase rewrite, and the input phases it reads.
 
         A stride-s convolution reads input row ``oh*s + off``: split the input into its
@@ -299,7 +331,7 @@ class SparseConv2d(SparseInferenceLayer):
         a stride-1 tap of one phase image, shifted by ``floor(off / s)``. Only phases that
         some non-zero reads are built; phase p of input channel ci is channel ``ci*P + p``.
         """
-        cached = self._direct_meta.get("conv")
+        cached = self._direct_meta.get(("conv", block))
         if cached is not None:
             return cached
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
@@ -317,17 +349,38 @@ class SparseConv2d(SparseInferenceLayer):
         shifts, taps = torch.unique(torch.stack([shift_h, shift_w], 1), dim=0, return_inverse=True)
         if shifts.numel() == 0:
             shifts = torch.zeros((1, 2), dtype=torch.long)
-        meta = _tap_grouped(rows, taps, ci * len(phases) + lookup[phase], self.values, self.out_channels, shifts)
-        self._direct_meta["conv"] = cached = (meta, phases)
+        meta = _tap_grouped(rows, taps, ci * len(phases) + lookup[phase], self.values, self.out_channels, shifts, block)
+        self._direct_meta[("conv", block)] = cached = (meta, phases)
         return cached
 
-    def _direct(self, x: Tensor) -> Tensor:
+    def block_candidates(self, *targets: int) -> list[int]:
+        """Input-channel cache blocks worth timing for the direct kernel (0 = one block; always first)."""
+        if self.values is None:
+            return [0]
+        _, phases = self._direct_meta_for(0)
+        n_ci = self.in_channels * len(phases)
+        density = 1.0 - self.sparsity
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        blocks = [0]
+        for target in targets or _BLOCK_NNZ_CANDIDATES:
+            k = _ci_block_for(density, taps, n_ci, target)
+            if k not in blocks:
+                blocks.append(k)
+        return blocks
+
+    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"SparseConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
-        meta, phases = self._direct_meta_for()
         hp, wp = -(-h // self.stride[0]), -(-w // self.stride[1])
+        if block is None:
+            block = self.direct_ci_block
+        if block is None:
+            block = self.direct_blocks.get(b)
+        if block is None:
+            block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
+        meta, phases = self._direct_meta_for(block)
         x4 = x.permute(1, 2, 3, 0)  # CHWN: a view when x came from a direct layer, else one copy
         (sh, sw) = self.stride
         if (sh, sw) == (1, 1):
@@ -374,7 +427,7 @@ class SparseLinear(SparseInferenceLayer):
         out = torch.mm(csr, xt) if self.bias is None else torch.addmm(self.bias.unsqueeze(1), csr, xt)
         return out.t().contiguous().view(*lead, self.out_features)
 
-    def _direct(self, x: Tensor) -> Tensor:
+    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         xt = x2.t() if x2.shape[0] == 1 else x2.t().contiguous()  # (in, B): CHWN with H = W = 1
@@ -382,7 +435,7 @@ class SparseLinear(SparseInferenceLayer):
         if meta is None:
             zero = torch.zeros(1, dtype=torch.int32)
             values = self.values.to(torch.float32).contiguous()
-            meta = self._direct_meta["linear"] = (self.crow_indices, zero, zero.clone(), self.col_indices, values)
+            meta = self._direct_meta["linear"] = (self.crow_indices, zero, zero.clone(), self.col_indices, values, 1)
         out = _direct_conv_chwn(self, xt.reshape(self.in_features, 1, 1, -1), meta, (self.out_features, 1, 1, xt.shape[1]))
         return out.view(self.out_features, -1).t().contiguous().view(*lead, self.out_features)
 

@@ -31,7 +31,7 @@ NATIVE_ENV = "FGGP_HUB_NATIVE"
 NATIVE_CACHE_ENV = "FGGP_HUB_NATIVE_CACHE"
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}
@@ -89,7 +89,7 @@ def _build(cxx: str) -> Path:
 def _bind(lib: ctypes.CDLL) -> None:
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.fggp_sparse_abi_version.restype = i
-    lib.fggp_sparse_conv_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, p, p, p, p, p, p, p, i, i]
+    lib.fggp_sparse_conv_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, p, p, p, p, p, p, p, i, i]
     lib.fggp_sparse_conv_chwn_f32.restype = None
     lib.fggp_maxpool_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p, i]
     lib.fggp_maxpool_chwn_f32.restype = None

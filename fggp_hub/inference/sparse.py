@@ -146,9 +146,11 @@ def _time_kernels(layer: SparseInferenceLayer, x: Tensor, repeats: int, modes: S
 def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
     if not layer.direct_supported(x):
         return ("dense", "sparse")
+    # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
+    direct = tuple(f"direct@{k}" for k in layer.block_candidates())
     if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
-        return ("dense", "direct")
-    return ("dense", "sparse", "direct")
+        return ("dense", *direct)
+    return ("dense", "sparse", *direct)
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -243,7 +245,14 @@ def sparsify_for_inference(
             if layer.sparsity < min_sparsity:
                 decisions[name][key] = "dense"  # too dense to be worth timing
                 return "dense"
-            best = _time_kernels(layer, x, repeats, _candidate_modes(layer, x))
+            timed = _time_kernels(layer, x, repeats, _candidate_modes(layer, x))
+            # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
+            best = {m: t for m, t in timed.items() if not m.startswith("direct@")}
+            blocks = {int(m[7:]): t for m, t in timed.items() if m.startswith("direct@")}
+            if blocks:
+                block = min(blocks, key=blocks.get)
+                best["direct"] = blocks[block]
+                layer.direct_blocks[key] = block
             layer.timings[key] = best
             mode = min(best, key=best.get)
             if mode != "dense" and best[mode] * min_speedup > best["dense"]:

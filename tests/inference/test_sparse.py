@@ -384,6 +384,43 @@ def test_direct_kernel_handles_strided_convs_and_empty_layers():
             torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@needs_native
+@pytest.mark.parametrize("block", [0, 1, 3, 8, 64])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch", [1, 5, 16])
+def test_direct_kernel_cache_blocks_match_conv2d(block, stride, batch):
+    """Every input-channel cache blocking (partial sums through the output tile, ReLU on the last block only)."""
+    torch.manual_seed(block * 7 + stride + batch)
+    conv = nn.Conv2d(20, 12, 3, stride=stride, padding=1).eval()
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.6)
+        conv.bias.normal_()
+    layer = SparseConv2d(conv)
+    layer.relu = True
+    layer.direct_ci_block = block
+    x = torch.randn(batch, 20, 11, 9)
+    with torch.inference_mode():
+        ref = torch.relu(conv(x))
+        torch.testing.assert_close(layer.run(x, "direct"), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.run(x, f"direct@{block}"), ref, rtol=1e-5, atol=1e-5)
+    assert layer.block_candidates()[0] == 0
+
+
+@needs_native
+def test_tuning_records_the_chosen_cache_block():
+    model = _pruned("small_vgg_cifar", 0.7, "global")
+    fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, min_speedup=1.0)
+    for name, lay in inference_report(fast)["layers"].items():
+        layer = fast.get_submodule(name)
+        assert "direct" not in lay["decisions"].values() or 4 in lay["direct_ci_blocks"]
+        assert not any(m.startswith("direct@") for m in lay["timings_s"].get(4, {}))
+        if isinstance(layer, SparseConv2d) and layer.values is not None:
+            assert set(layer.direct_blocks.values()) <= set(layer.block_candidates())
+    x = _input("v", 4)
+    with torch.inference_mode():
+        _assert_same_logits(model(x), fast(x))
+
+
 def test_direct_mode_falls_back_to_torch_without_the_library(monkeypatch):
     monkeypatch.setattr(layers_module, "native_library", lambda: None)
     model = _pruned("fggp_resnet20_cifar", 0.9, "global")

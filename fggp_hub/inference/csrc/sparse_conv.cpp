@@ -28,7 +28,10 @@ struct Conv {
   int H, W, N;     // input rows, columns, batch
   int Ho, Wo, Co;  // output rows, columns, channels
   int T;           // taps (distinct (dh, dw) shifts)
-  const int32_t* seg;  // (Co * T + 1): non-zeros of output channel co and tap t are seg[co*T+t] .. seg[co*T+t+1]
+  int NB;          // input-channel blocks (cache blocking): block b's non-zeros of all channels come before b+1's
+  int64_t bstride;     // seg entries per block (all output channels of the layer: Co_total * T)
+  const int32_t* seg;  // (NB * Co * T + 1): non-zeros of block b, output channel co and tap t are
+                       // seg[b*bstride + co*T + t] .. seg[b*bstride + co*T + t + 1]
   const int32_t* dh;   // (T,) row shift of each tap
   const int32_t* dw;   // (T,) column shift of each tap
   const int32_t* ci;   // (nnz,) input channel of each non-zero
@@ -56,12 +59,24 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
   const int64_t plane = (int64_t)c.H * c.W * N;  // floats per input channel
   const bool full_tile = (e1 - e0) == NV * 8;
   const int T = c.T;
+  const int nz = e1 - e0;
+  for (int blk = 0; blk < c.NB; ++blk) {
+  const bool first = blk == 0, last = blk == c.NB - 1;
   for (int co = 0; co < c.Co; ++co) {
     __m256 acc[NV];
-    const __m256 b = _mm256_set1_ps(c.bias ? c.bias[co] : 0.0f);
+    float* o = c.out + ((int64_t)co * c.Ho + oh) * row_len + e0;
+    if (first) {
+      const __m256 b = _mm256_set1_ps(c.bias ? c.bias[co] : 0.0f);
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[v] = b;
-    const int32_t* seg = c.seg + (int64_t)co * T;
+      for (int v = 0; v < NV; ++v) acc[v] = b;
+    } else if (full_tile) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] = _mm256_loadu_ps(o + 8 * v);
+    } else {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] = _mm256_maskload_ps(o + 8 * v, lane_mask(0, nz - 8 * v));
+    }
+    const int32_t* seg = c.seg + blk * c.bstride + (int64_t)co * T;
     for (int t = 0; t < T; ++t) {
       const int j0 = seg[t], j1 = seg[t + 1];
       if (j0 == j1) continue;
@@ -94,19 +109,19 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
         }
       }
     }
-    float* o = c.out + ((int64_t)co * c.Ho + oh) * row_len + e0;
     const __m256 zero = _mm256_setzero_ps();
+    const bool relu = last && c.relu;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
-      __m256 y = c.relu ? _mm256_max_ps(acc[v], zero) : acc[v];
+      __m256 y = relu ? _mm256_max_ps(acc[v], zero) : acc[v];
       if (full_tile) {
         _mm256_storeu_ps(o + 8 * v, y);
       } else {
-        const int z = e1 - e0;
-        if (8 * v >= z) break;
-        _mm256_maskstore_ps(o + 8 * v, lane_mask(0, z - 8 * v), y);
+        if (8 * v >= nz) break;
+        _mm256_maskstore_ps(o + 8 * v, lane_mask(0, nz - 8 * v), y);
       }
     }
+  }
   }
 }
 
@@ -118,13 +133,13 @@ static const TileFn kTiles[kMaxVec + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, 
 
 extern "C" {
 
-int fggp_sparse_abi_version() { return 2; }
+int fggp_sparse_abi_version() { return 3; }
 
 // out (Co, Ho, Wo, N) = conv(x (C, H, W, N)) for stride 1; see the file comment.
-void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int Wo, int Co, int T,
+void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int Wo, int Co, int T, int NB,
                                const int32_t* seg, const int32_t* dh, const int32_t* dw, const int32_t* ci,
                                const float* val, const float* bias, float* out, int relu, int nthreads) {
-  Conv c{x, H, W, N, Ho, Wo, Co, T, seg, dh, dw, ci, val, bias, out, relu};
+  Conv c{x, H, W, N, Ho, Wo, Co, T, NB, (int64_t)Co * T, seg, dh, dw, ci, val, bias, out, relu};
   const int64_t row_len = (int64_t)Wo * N;
   const int64_t tile_len = kMaxVec * 8;
   const int64_t tiles_per_row = (row_len + tile_len - 1) / tile_len;
