@@ -76,17 +76,13 @@ examples:
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fggp-hub", description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog="fggp-hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fggp-hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES.get(name), formatter_class=_Formatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--hub", default=None, help="local hub folder, 'local', 'hf' or an http(s) endpoint (default: $FGGP_HUB or the local hub)")
         p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
         return p

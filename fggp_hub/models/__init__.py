@@ -7,11 +7,4 @@ loaders to find the architectures.
 from .resnet_cifar import BasicBlock, Bottleneck, CifarResNet
 from .vgg_cifar import VggCifar
 
-__all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "VggCifar", "create_model"]
-
-
-def create_model(name: str, **kwargs):
-    """``timm.create_model`` with this package's architectures registered."""
-    import timm
-
-    return timm.create_model(name, **kwargs)
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "VggCifar"]
