@@ -459,7 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = export_run(out_dir, out_dir / "export" / name, model=accelerator.unwrap_model(model), results=results,
                         name=name, dense_top1=cfg.export.dense_baseline_top1)
     repo_id = cfg.export.push_to or f"local/{name}"
-    revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub)
+    try:
+        revision = fggp_hub.push(folder, repo_id, hub=cfg.export.hub, overwrite=cfg.export.overwrite)
+    except fggp_hub.FggpHubError as err:  # e.g. another model already published under that name
+        print(f"exported {folder}\nerror: not published: {err} (or pass --export.overwrite true)", file=sys.stderr)
+        return 1
     print(f"exported {folder}\npublished {repo_id}@{revision[:12]} to the {'given' if cfg.export.hub else 'local'} hub\n")
     print("load it with:")
     hub_arg = f", hub={cfg.export.hub!r}" if cfg.export.hub else ""

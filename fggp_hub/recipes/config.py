@@ -94,6 +94,7 @@ class ExportConfig:
     enabled: bool = True
     hub: str | None = None  # local folder (default) or an endpoint; see fggp_hub.hub
     push_to: str | None = None  # repo id to publish to
+    overwrite: bool = False  # publish over a repo that holds other weights (its old revision stays loadable)
     dense_baseline_top1: float | None = None
 
 

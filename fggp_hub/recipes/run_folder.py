@@ -37,7 +37,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     "output_dir", "resume", "tracker", "data.cache_dir", "data.num_workers", "data.eval_batch_size",
     "train.eval_every", "train.checkpoint_every", "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.log_every", "train.max_steps", "train.compile", "export.enabled", "export.hub", "export.push_to",
-    "export.name", "export.dense_baseline_top1", "pruning.check_sync",
+    "export.name", "export.dense_baseline_top1", "export.overwrite", "pruning.check_sync",
 })
 
 #: Values a key had before it existed, for runs recorded by an older runner.

@@ -111,3 +111,19 @@ def test_bad_recipe_input_is_one_clear_line(tmp_path):
     assert proc.stderr.strip() == "error: unknown recipe key 'train.epoch' (did you mean train.epochs?)"
     proc = _run(["--recipe", "nope.yaml"], tmp_path, check=False)
     assert proc.returncode == 2 and "recipe file 'nope.yaml' not found" in proc.stderr
+
+
+def test_a_second_run_does_not_silently_replace_a_published_model(tmp_path):
+    """Same recipe, other output folder, other seed: the export is kept, the published model is not replaced."""
+    hub = tmp_path / "hub"
+    base = TINY + ["--export.hub", str(hub), "--export.name", "resnet20-cifar10-s90-twice"]
+    _run(base + ["--output_dir", "first"], tmp_path)
+    second = _run(base + ["--output_dir", "second", "--seed", "1"], tmp_path, check=False)
+    assert second.returncode == 1 and "not published" in second.stderr and "--export.overwrite true" in second.stderr
+    assert (tmp_path / "second" / "export" / "resnet20-cifar10-s90-twice" / "config.json").is_file()
+    import fggp_hub
+
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    model = fggp_hub.load("local/resnet20-cifar10-s90-twice", hub=str(hub))
+    assert model.hub_info["results"]["top1"] == first["top1"]
+    _run(base + ["--output_dir", "third", "--seed", "1", "--export.overwrite", "true"], tmp_path)
