@@ -73,6 +73,9 @@ examples:
     "card": """examples:
   fggp-hub card out/vgg19-cifar10-s95                  # after editing eval_results.json or the template
   fggp-hub card out/vgg19-cifar10-s95 --repo-id me/vgg19-cifar10-s95""",
+    "onnx": """examples:
+  fggp-hub onnx resnet20-cifar10-s95 resnet20-s95.onnx       # a zoo name: dynamic batch, BatchNorm folded
+  fggp-hub onnx out/vgg19-cifar10-s95 vgg19.onnx --batch-size 1""",
 }
 
 

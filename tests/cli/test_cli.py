@@ -300,7 +300,7 @@ def test_every_subcommand_has_help_with_examples(run_main):
     from fggp_hub.cli import _parser
 
     sub = next(a for a in _parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"list", "info", "pull", "push", "export", "eval", "card"}
+    assert set(sub.choices) == {"list", "info", "pull", "push", "export", "eval", "card", "onnx"}
     for name, parser in sub.choices.items():
         text = parser.format_help()
         assert "examples:" in text and f"fggp-hub {name}" in text and "--hub" in text and "--json" in text, name
