@@ -434,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "resumed": run.resumed,
         "processes": accelerator.num_processes,
         "mask_sha256": pruner.mask_fingerprint(),
+        "hardware": _hardware(accelerator),  # the card names the machine the wall time was measured on
         "dataset": cfg.data.dataset,
         "split": cfg.data.test_split,
     }
@@ -484,6 +485,23 @@ def _stop_everywhere(accelerator, requested: bool, step: int, every: int) -> boo
         return False
     flag = torch.tensor([1.0 if requested else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, "sum").item() > 0)
+
+
+def _hardware(accelerator) -> str:
+    """The machine a run trained on, in words: GPU model, or CPU model and cores; times the process count."""
+    n = accelerator.num_processes
+    if accelerator.device.type == "cuda":
+        return f"{n} x {torch.cuda.get_device_name(accelerator.device)}"
+    model = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores, {torch.get_num_threads()} threads" + (f", {n} processes" if n > 1 else "")
 
 
 def _write_atomic(path: Path, text: str) -> None:
