@@ -141,6 +141,40 @@ def _fmt_bytes(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+#: The paper's CIFAR protocol (spec section 6): a card says when its run used another one.
+PAPER_PROTOCOL = {"epochs": 160, "batch_size": 64, "lr_schedule": "step", "lr_milestones": [80, 120], "interval": 2000}
+
+
+def protocol_note(recipe: Mapping[str, Any] | None, results: Mapping[str, Any] | None) -> str | None:
+    """One sentence when a run's recipe departs from the paper's protocol (None when it follows it or is unknown)."""
+    if not isinstance(recipe, Mapping) or not isinstance(recipe.get("train"), Mapping):
+        return None
+    train, pruning = recipe["train"], recipe.get("pruning") or {}
+    ours = {"epochs": train.get("epochs"), "batch_size": train.get("batch_size"),
+            "lr_schedule": train.get("lr_schedule", "step"), "lr_milestones": train.get("lr_milestones"),
+            "interval": pruning.get("interval")}
+    if ours["lr_schedule"] != "step":
+        ours.pop("lr_milestones")
+    differs = [k for k, v in ours.items() if v != PAPER_PROTOCOL[k]]
+    if not differs:
+        return None
+    subset = (recipe.get("data") or {}).get("train_subset")
+    wall = (results or {}).get("train_wall_s")
+    where = (results or {}).get("hardware")
+    parts = [f"{train.get('epochs')} epochs at batch {train.get('batch_size')}",
+             "warmup + cosine LR" if ours["lr_schedule"] == "cosine" else f"LR x{train.get('lr_gamma')} at epochs {train.get('lr_milestones')}",
+             f"dt = {pruning.get('interval')}"]
+    if subset:
+        parts.append(f"the first {subset:,} training images")
+    if train.get("progressive_resize"):
+        parts.append(f"progressive resizing {train['progressive_resize']}")
+    text = ("**Reduced-budget run, not the paper's protocol** (160 epochs at batch 64, LR x0.1 at epochs 80 "
+            f"and 120, dt = 2000): {', '.join(parts)}")
+    if isinstance(wall, (int, float)):
+        text += f"; trained in {wall / 3600:.2f} h" + (f" on {where}" if where else "")
+    return text + "."
+
+
 def _gmacs(n: int | None) -> str:
     return "n/a" if not isinstance(n, int) else f"{n / 1e9:.3f}"
 
@@ -252,6 +286,7 @@ def make_card(
         summary=summary,
         summary_rows=summary_rows,
         stats_rows=stats_rows,
+        protocol_note=protocol_note(block.get("recipe"), results),
         dense_known=bool(dense),
         method=method,
         dataset=dataset,

@@ -299,3 +299,22 @@ def test_a_top_1_accuracy_card_metric_is_read_by_every_consumer(exported):
     card.write_text(text.replace("    - type: accuracy\n      value: 71.25", "    - type: top_1_accuracy\n      value: 70.5"))
     assert card_metrics(folder)["top1"] == 70.5  # the card's model-index wins over config.json's record
     assert record_from_folder(folder).top1 == 70.5
+
+
+def test_card_has_model_stats_protocol_note_and_world_readable_files(pruned_resnet20, tmp_path):
+    from fggp_hub.recipes import load_recipe, recipe_to_dict
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    short = recipe_to_dict(load_recipe(root / "resnet20_cifar10_zoo_cpu.yaml"))
+    folder = fggp_hub.export(pruned_resnet20, tmp_path / "resnet20-cifar10-s90", recipe=short,
+                             results={"top1": 50.0, "train_wall_s": 1800.0, "hardware": "AMD EPYC, 2 cores"})
+    card = (folder / "README.md").read_text()
+    assert "## Model stats" in card and "GMACs per image (32x32), effective" in card
+    assert "Reduced-budget run, not the paper's protocol" in card and "15 epochs at batch 128" in card
+    assert "trained in 0.50 h on AMD EPYC, 2 cores" in card
+    macs = json.loads((folder / "config.json").read_text())["sparsity"]["macs"]
+    assert 0 < macs["effective"] < macs["dense"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.iterdir())
+    paper = recipe_to_dict(load_recipe(root / "vgg19_cifar10_s90.yaml"))
+    again = fggp_hub.export(pruned_resnet20, tmp_path / "paper" / "resnet20-cifar10-s90", recipe=paper)
+    assert "Reduced-budget" not in (again / "README.md").read_text()
