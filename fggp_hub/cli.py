@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .constants import CONFIG_NAME, DENSE_WEIGHTS_NAME, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
+from .version import __version__
 
 EXIT_USER_ERROR = 1
 
@@ -356,7 +357,7 @@ def _find_checkpoint(source: Path, step: int | None) -> tuple[Path | None, Path]
             what = f"checkpoint of step {step}" if step is not None else "complete checkpoint"
             raise CliError(f"no {what} under {root}: train with train.checkpoint_every > 0")
         return source, checkpoints[-1]
-    if (source / "model.safetensors").is_file():
+    if (source / DENSE_WEIGHTS_NAME).is_file():
         run = source.parent.parent if source.parent.name == "checkpoints" else None
         return (run if run is not None and (run / "recipe.resolved.yaml").is_file() else None), source
     raise CliError(f"{source} is neither a run folder (recipe.resolved.yaml) nor a checkpoint folder (model.safetensors)")
@@ -414,7 +415,8 @@ def _warn(message: str) -> None:
 
 
 def _cmd_export(args) -> int:
-    import fggp_hub
+    from .hub import export, push
+    from .pruning import sparsity_stats
 
     source = Path(args.checkpoint).expanduser()
     if not source.exists():
@@ -431,7 +433,7 @@ def _cmd_export(args) -> int:
         from .recipes import RecipeError, load_recipe
 
         run, checkpoint = _find_checkpoint(source, args.step)
-        state = _read_state_dict(checkpoint / "model.safetensors")
+        state = _read_state_dict(checkpoint / DENSE_WEIGHTS_NAME)
         if run is None:  # a lone checkpoint folder: like a plain file
             if not args.model:
                 raise CliError(f"{checkpoint} is not inside a run folder (no recipe.resolved.yaml): pass --model ARCH")
@@ -440,19 +442,19 @@ def _cmd_export(args) -> int:
             results = _read_json(args.results, "results") if args.results else None
             name = args.name
         else:
-            cfg = load_recipe(run / "recipe.resolved.yaml")
+            cfg = load_recipe(run / RESOLVED_RECIPE_NAME)
             model = _build(args.model or cfg.model, state, args.num_classes or cfg.num_classes, cfg.model_args)
             newest = _find_checkpoint(run, None)[1] == checkpoint
             results = None
             if args.results:
                 results = _read_json(args.results, "results")
-            elif (run / "results.json").is_file():
-                run_results = _read_json(run / "results.json", "results")
-                measured = fggp_hub.sparsity_stats(model, include_first_conv=cfg.pruning.include_first_conv)["sparsity"]
+            elif (run / RUN_RESULTS_NAME).is_file():
+                run_results = _read_json(run / RUN_RESULTS_NAME, "results")
+                measured = sparsity_stats(model, include_first_conv=cfg.pruning.include_first_conv)["sparsity"]
                 if newest and abs(float(run_results.get("sparsity", -1)) - measured) <= 1e-6:
                     results = run_results
                 else:
-                    _warn(f"{run / 'results.json'} belongs to the end of the run, not to {checkpoint.name}: exporting without results")
+                    _warn(f"{run / RUN_RESULTS_NAME} belongs to the end of the run, not to {checkpoint.name}: exporting without results")
             from .recipes.export_run import run_export_kwargs
 
             try:  # the run folder records what to write (run_info.json); older runs are rebuilt from the recipe
@@ -473,14 +475,14 @@ def _cmd_export(args) -> int:
         kwargs["dataset"] = args.dataset
     if args.dense_top1 is not None:
         kwargs["dense_top1"] = args.dense_top1
-    folder = fggp_hub.export(model, args.out_dir, results=results, command=args.train_command, name=name, variant=args.variant,
-                             repo_id=args.repo_id or args.push_to, compact=not args.no_compact, overwrite=not args.no_overwrite, **kwargs)
-    block = json.loads((folder / "config.json").read_text(encoding="utf-8"))["sparsity"]
+    folder = export(model, args.out_dir, results=results, command=args.train_command, name=name, variant=args.variant,
+                    repo_id=args.repo_id or args.push_to, compact=not args.no_compact, overwrite=not args.no_overwrite, **kwargs)
+    block = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["sparsity"]
     out = {"folder": str(folder), "name": block["name"], "architecture": model.pretrained_cfg.get("architecture"),
            "sparsity": block["sparsity"], "results": block.get("results")}
     text = f"exported {block['name']} to {folder} (sparsity {_pct(block['sparsity'], 4)})"
     if args.push_to:
-        revision = fggp_hub.push(folder, args.push_to, hub=args.hub, overwrite=args.overwrite_repo)
+        revision = push(folder, args.push_to, hub=args.hub, overwrite=args.overwrite_repo)
         out.update(repo_id=args.push_to, revision=revision)
         text += f"\npushed {args.push_to}@{revision}"
     _emit(args, out, text)
@@ -531,7 +533,7 @@ def _cmd_eval(args) -> int:
         raise CliError("--num-images must be >= 1")
     if args.batch_size < 1:
         raise CliError("--batch-size must be >= 1")
-    card = card_metrics(args.name, hub=args.hub, revision=args.revision)
+    card = card_metrics(args.name, hub=args.hub, revision=args.revision, num_images=args.num_images)
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch`: shard the test set
         from accelerate import Accelerator

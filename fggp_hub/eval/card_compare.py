@@ -20,13 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
+from ..constants import CARD_NAME, CONFIG_NAME
+from ..constants import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..hub.card import METRIC_NAMES, METRIC_TYPES
 from .errors import CardError
 
 __all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "write_results_to_card"]
 
-CARD_NAME = "README.md"
-RESULTS_NAME = "eval_results.json"
 
 #: model-index metric ``type`` -> result key (the first type of a key is the one written).
 _SUBSET_SPLIT = re.compile(r"^(?P<split>[A-Za-z0-9_.-]+)\[:(?P<n>\d+)\]$")
@@ -62,7 +63,7 @@ def _card_folder(folder_or_name: str | os.PathLike, hub: Any, revision: str | No
             raise FolderNotFoundError(f"folder {folder} does not exist: pass an existing export folder, a zoo name or 'org/name'")
         return folder, {"folder": str(folder)}
     hub_obj = get_hub(source.get("hub"))
-    folder = hub_obj.pull(source["repo_id"], source["revision"], files=["config.json", CARD_NAME, RESULTS_NAME])
+    folder = hub_obj.pull(source["repo_id"], source["revision"], files=[CONFIG_NAME, CARD_NAME, RESULTS_NAME])
     return folder, {"repo_id": source["repo_id"], "revision": folder.name, "folder": str(folder)}
 
 
@@ -82,8 +83,9 @@ def _split_and_count(split: str) -> tuple[str, int | None]:
     return (match["split"], int(match["n"])) if match else (split, None)
 
 
-def _from_model_index(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The card's headline figures: the metrics of the model-index's first (task, dataset, split) entry."""
+def _from_model_index(meta: Mapping[str, Any], num_images: int | None = None) -> dict[str, Any]:
+    """The card's figures: the model-index's first (task, dataset, split) entry, or with ``num_images``
+    the entry on exactly the first ``num_images`` images (``test[:1017]``) when the card has one."""
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     out: dict[str, Any] = {}
@@ -96,6 +98,8 @@ def _from_model_index(meta: Mapping[str, Any]) -> dict[str, Any]:
     if not results:
         return out
     head = results[0]
+    if num_images is not None:
+        head = next((r for r in results if r.dataset_split and _split_and_count(r.dataset_split)[1] == num_images), head)
     out.update(model=name, dataset=head.dataset_name)
     if head.dataset_split:
         out["split"], count = _split_and_count(head.dataset_split)
@@ -109,7 +113,8 @@ def _from_model_index(meta: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: str | None = None) -> dict[str, Any]:
+def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: str | None = None, *,
+                 num_images: int | None = None) -> dict[str, Any]:
     """The numbers a model card claims, under :func:`~fggp_hub.eval.evaluate_model`'s key names.
 
     ``folder_or_name`` is an export folder, a zoo name or ``org/name[@rev]`` (only
@@ -120,7 +125,7 @@ def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: s
     from huggingface_hub import metadata_load
 
     folder, where = _card_folder(folder_or_name, hub, revision)
-    block = _read_json(folder / "config.json").get("sparsity") or {}
+    block = _read_json(folder / CONFIG_NAME).get("sparsity") or {}
     out: dict[str, Any] = {}
     for key in ("sparsity", "sparsity_all_params", "nonzero_params", "total_params", "prunable_params", "dataset"):
         if block.get(key) is not None:
@@ -140,7 +145,10 @@ def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: s
         for key in ("sparsity", "sparsity_all_params"):
             if isinstance(meta.get(key), (int, float)):
                 out[key] = float(meta[key])
-        out.update(_from_model_index(meta))
+        subset = _from_model_index(meta, num_images)
+        if num_images is not None and subset.get("num_images") == num_images:
+            out = {k: v for k, v in out.items() if k not in ("top1", "top5", "loss", "split", "num_images")}
+        out.update(subset)
     if not any(k in out for k in ("top1", "sparsity")):
         raise CardError(f"{folder} has no model card values (no config.json sparsity block, eval_results.json or model-index): is it an export folder?")
     return {**where, **out}
@@ -225,8 +233,6 @@ def _update_folder(folder: Path, results: Mapping[str, Any]) -> list[str]:
     """
     from huggingface_hub import ModelCard
 
-    from ..hub.hubs import _write_text_atomic
-
     path = folder / CARD_NAME
     if not path.is_file():
         raise CardError(f"{path} does not exist: export the model first (fggp_hub.export writes its card)")
@@ -235,13 +241,13 @@ def _update_folder(folder: Path, results: Mapping[str, Any]) -> list[str]:
     except Exception as err:  # the YAML parser's many error types
         raise CardError(f"the model card {path} cannot be parsed ({err.__class__.__name__}); re-export the model") from None
     _merge_model_index(card, results)
-    _write_text_atomic(path, str(card))
+    write_text_atomic(path, str(card))
     changed = [CARD_NAME]
     current = _read_json(folder / RESULTS_NAME)
     same_dataset = results.get("dataset") is None or current.get("dataset") in (None, results.get("dataset"))
     if _result_split(results)[1] and same_dataset:
         update = {k: results[k] for k in ("dataset", "top1", "top5", "loss", "split", "num_images") if results.get(k) is not None}
-        _write_text_atomic(folder / RESULTS_NAME, json.dumps({**current, **update}, indent=2) + "\n")
+        write_text_atomic(folder / RESULTS_NAME, json.dumps({**current, **update}, indent=2) + "\n")
         changed.append(RESULTS_NAME)
     return changed
 

@@ -199,6 +199,23 @@ def test_eval_check_fails_on_a_doctored_card(cli_env, tiny, run_main):
     assert card_metrics(doctored)["top1"] == true_top1  # --update-card wrote the measured value into the card
 
 
+def test_eval_check_on_a_subset_compares_with_the_cards_subset_result(cli_env, tiny, run_main):
+    """A card can carry a result on the first n test images (big models in CI): --num-images n checks that one."""
+    from fggp_hub.eval import card_metrics
+
+    folder = cli_env.root / "subset"
+    shutil.copytree(tiny["folder"], folder)
+    code, text, err = run_main("eval", folder, "--no-latency", "--no-progress", "--num-images", "100", "--update-card")
+    assert code == 0, err
+    assert card_metrics(folder)["num_images"] == TEST_IMAGES  # the full split's figures stay the headline
+    subset = card_metrics(folder, num_images=100)
+    assert subset["num_images"] == 100 and subset["split"] == "test"
+    code, text, err = run_main("eval", folder, "--no-latency", "--no-progress", "--num-images", "100", "--check")
+    assert code == 0, err + text
+    code, text, err = run_main("eval", folder, "--no-latency", "--no-progress", "--num-images", "99", "--check")
+    assert code == 1  # no result on exactly 99 images: the full split's figures do not match
+
+
 # --------------------------------------------------------------------------- card
 def test_card_rerenders_from_eval_results(cli_env, tiny, run_main):
     folder = cli_env.root / "recard"
