@@ -1,22 +1,38 @@
-"""fggp-hub: FGGP gradual pruning for timm models, and a sparse checkpoint hub."""
-from . import models as _models  # noqa: F401  (registers the CIFAR architectures with timm)
-from .pruning import CubicSchedule, Pruner, prune_step, sparsity_stats
-from .inference import sparsify_for_inference
-from .hub import (  # sparse checkpoints on the Hub
-    CorruptCheckpointError,
-    FggpHubError,
-    SparsityMismatchError,
-    UnknownModelError,
-    export,
-    list_models,
-    load,
-    pull,
-    push,
-)
-from .eval import evaluate_model  # accuracy, sparsity, MACs and latency of a model
-from .onnx import to_onnx  # ONNX file of a checkpoint (needs the onnx package at call time)
+"""fggp-hub: FGGP gradual pruning for timm models, and a sparse checkpoint hub.
 
-__version__ = "0.1.0"
+Importing the package registers the CIFAR architectures (``fggp_*``) with timm and nothing
+more: the public names below are imported on first use (as ``huggingface_hub`` does), so
+``import fggp_hub`` does not pull in ``datasets``/``pyarrow``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from . import models as _models  # noqa: F401  (registers the CIFAR architectures with timm)
+from .version import __version__
+
+#: Submodule -> the public names it provides.
+_SUBMOD_ATTRS = {
+    "pruning": ["CubicSchedule", "Pruner", "prune_step", "sparsity_stats"],
+    "inference": ["sparsify_for_inference"],
+    "hub": [  # sparse checkpoints on the Hub
+        "CorruptCheckpointError",
+        "FggpHubError",
+        "SparsityMismatchError",
+        "UnknownModelError",
+        "export",
+        "list_models",
+        "load",
+        "pull",
+        "push",
+    ],
+    "eval": ["evaluate_model"],  # accuracy, sparsity, MACs and latency of a model
+    "onnx": ["to_onnx"],  # ONNX file of a checkpoint (needs the onnx package at call time)
+}
+_ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
+#: Subpackages reachable as attributes (``fggp_hub.hub``) without importing them first.
+_SUBMODULES = {"constants", "data", "eval", "hub", "inference", "models", "onnx", "pruning", "recipes", "version"}
 
 __all__ = [
     "CorruptCheckpointError",
@@ -37,3 +53,36 @@ __all__ = [
     "to_onnx",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _ATTR_TO_SUBMOD:
+        value = getattr(importlib.import_module(f".{_ATTR_TO_SUBMOD[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ATTR_TO_SUBMOD) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
+    from .eval import evaluate_model
+    from .hub import (
+        CorruptCheckpointError,
+        FggpHubError,
+        SparsityMismatchError,
+        UnknownModelError,
+        export,
+        list_models,
+        load,
+        pull,
+        push,
+    )
+    from .inference import sparsify_for_inference
+    from .onnx import to_onnx
+    from .pruning import CubicSchedule, Pruner, prune_step, sparsity_stats

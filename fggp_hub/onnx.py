@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._io import atomic_path
+from .constants import ONNX_NAME
 from .inference.fold import fold_batchnorms
 
 __all__ = ["to_onnx", "ONNX_FILE", "OnnxExportError"]
 
 #: File name of the ONNX export inside a repo folder (``export(..., onnx=True)``).
-ONNX_FILE = "model.onnx"
+ONNX_FILE = ONNX_NAME
 _DEFAULT_OPSET = 17
 
 
@@ -85,15 +87,13 @@ def to_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = None if batch_size is not None else {"input": {0: "batch"}, "logits": {0: "batch"}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer warnings
             torch.onnx.export(
                 model, (sample,), str(tmp), dynamo=False, input_names=["input"], output_names=["logits"],
                 dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
             )
-        os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001  one line, whatever the exporter raised
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         hint = ' (pip install "fggp-hub[onnx]")' if "onnx" in first.lower() and "install" in first.lower() else ""

@@ -34,7 +34,8 @@ import fggp_hub
 from fggp_hub.data import (BatchNormalize, dataset_label, load_cifar10, load_image_dataset, make_loader,
                            make_streaming_loaders)
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
-from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD
+from fggp_hub._io import write_text_atomic
+from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
 from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
 from fggp_hub.recipes import run_folder
 from fggp_hub.recipes.export_run import RUN_INFO, export_run, write_run_info
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:  # the run's record: never rewritten by a resume
-            _write_atomic(out_dir / "recipe.resolved.yaml", _yaml(recipe_to_dict(cfg)))
+            write_text_atomic(out_dir / RESOLVED_RECIPE_NAME, _yaml(recipe_to_dict(cfg)))
 
     # ------------------------------------------------------------------ data
     processes, accumulation = accelerator.num_processes, cfg.train.gradient_accumulation_steps
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.end_training()
     if not main_process:
         return 0
-    _write_atomic(out_dir / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(out_dir / RUN_RESULTS_NAME, json.dumps(results, indent=2))
     print(f"\ndone in {wall / 60:.1f} min: test top1 {results['top1']:.2f}% "
           f"(best after pruning {results['best_top1_after_pruning']}) at sparsity {results['sparsity']:.4f}")
 
@@ -502,12 +503,6 @@ def _hardware(accelerator) -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores, {torch.get_num_threads()} threads" + (f", {n} processes" if n > 1 else "")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

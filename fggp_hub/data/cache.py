@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,10 +20,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .._io import atomic_path
+from ..constants import ENV_DATA_CACHE as CACHE_DIR_ENV
+from ..constants import home_dir
+
 __all__ = ["CACHE_DIR_ENV", "CacheCorruptedError", "ImageTensors", "default_cache_dir", "read_cache", "write_cache"]
 
 #: Environment variable overriding the cache folder (per-call ``cache_dir`` wins over it).
-CACHE_DIR_ENV = "FGGP_DATA_CACHE"
 _FORMAT = "fggp-hub-image-cache"
 _VERSION = "1"
 
@@ -76,12 +78,11 @@ class ImageTensors:
 
 
 def default_cache_dir() -> Path:
-    """``$FGGP_DATA_CACHE``, else ``$XDG_CACHE_HOME/fggp-hub/data`` (``~/.cache/fggp-hub/data``)."""
+    """``$FGGP_DATA_CACHE``, else ``data`` under the home directory (``~/.cache/fggp_hub/data``)."""
     env = os.environ.get(CACHE_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fggp-hub" / "data"
+    return home_dir() / "data"
 
 
 def _crc(t: torch.Tensor) -> str:
@@ -102,13 +103,9 @@ def write_cache(path: Path, data: ImageTensors, extra: dict[str, Any] | None = N
         "labels_crc32": _crc(labels),
         "extra": json.dumps(extra or {}, default=str),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # No fsync: a file torn by a crash fails its checksum on the next read and is rebuilt.
+    # No fsync: a file torn by a crash fails its checksum on the next read and is rebuilt.
+    with atomic_path(path) as tmp:
         save_file({"images": images, "labels": labels}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_cache(path: Path) -> ImageTensors:

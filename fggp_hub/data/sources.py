@@ -27,6 +27,8 @@ from typing import Any, Sequence, Union
 
 import datasets
 
+from ..constants import CIFAR10_HUB_ID, CIFAR10_JPEG_LABEL
+from ..constants import ENV_CIFAR10_PATH as CIFAR10_PATH_ENV
 from .errors import DatasetFormatError, DatasetUnavailableError
 
 __all__ = [
@@ -43,9 +45,6 @@ __all__ = [
     "resolve_source",
 ]
 
-CIFAR10_HUB_ID = "uoft-cs/cifar10"
-#: Environment variable naming a local copy of CIFAR-10 (folder or parquet files, uoft-cs/cifar10 schema).
-CIFAR10_PATH_ENV = "FGGP_CIFAR10_PATH"
 #: Preferred column names, most likely first (CIFAR-10 uses img/label, CIFAR-100 img/fine_label).
 IMAGE_COLUMN_NAMES = ("img", "image", "images", "pixel_values")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target")
@@ -179,8 +178,6 @@ def dataset_label(dataset: str, source: str) -> str:
     images really came from (a path, a Hub id or a description).
     """
     if dataset == "cifar10" and CIFAR10_HUB_ID not in source:
-        from fggp_hub.constants import CIFAR10_JPEG_LABEL
-
         return CIFAR10_JPEG_LABEL
     return source or dataset
 

@@ -166,7 +166,7 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    from .. import __version__
+    from ..version import __version__
     from ..data import BatchNormalize
     from ..pruning import sparsity_stats, unwrap_model
 

@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .._io import fsync_path, write_text_atomic
 
 __all__ = ["save_results", "SYSTEM_KEYS"]
 
@@ -50,8 +51,6 @@ def save_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     import evaluate
 
-    from ..hub.integrity import fsync_path
-
     now = datetime.datetime.now()
     data = json.loads(json.dumps(dict(results), default=str))  # JSON-able (paths, dtypes -> str)
     data.update({
@@ -63,16 +62,6 @@ def save_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     })
     target = _target(path, now)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        fsync_path(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, json.dumps(data, indent=2) + "\n")
+    fsync_path(target.parent)
     return target

@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..constants import ENV_BUNDLED_ZOO
 from .errors import CorruptCheckpointError
 from .integrity import sha256_file, validate_filename
 
 __all__ = ["ENV_BUNDLED_ZOO", "bundled_root", "bundled_folder", "missing_hint"]
 
-ENV_BUNDLED_ZOO = "FGGP_BUNDLED_ZOO"
 _CHECKOUT_ZOO = Path(__file__).resolve().parents[2] / "model_cards"
 _MARKER = "ZOO.md"  # model_cards/ of a checkout has it; a random folder named model_cards does not
 

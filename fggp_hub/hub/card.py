@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
+from ..constants import CARD_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
+from ..constants import ENV_CARD_TEMPLATE as ENV_TEMPLATE
+from ..constants import LAYER_PLOT_NAME as LAYER_PLOT
+from ..constants import SCHEDULE_PLOT_NAME as SCHEDULE_PLOT
+
 __all__ = [
     "LAYER_PLOT",
     "SCHEDULE_PLOT",
@@ -25,9 +31,6 @@ __all__ = [
     "template_path",
 ]
 
-LAYER_PLOT = "sparsity_per_layer.png"
-SCHEDULE_PLOT = "sparsity_schedule.png"
-ENV_TEMPLATE = "FGGP_HUB_CARD_TEMPLATE"
 _PACKAGE_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"  # package data: wheels render the same cards
 
 # Used only when the package is installed without the repository's model_cards/ folder.
@@ -335,7 +338,7 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
     folder = Path(folder)
     config = read_config(folder)
     block = dict(config["sparsity"])
-    results_path = folder / "eval_results.json"
+    results_path = folder / EVAL_RESULTS_NAME
     if results_path.is_file():
         try:
             extra = json.loads(results_path.read_text(encoding="utf-8"))
@@ -345,14 +348,14 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
             raise CorruptCheckpointError(f"{results_path} is not valid JSON: fix or delete it") from None
         if isinstance(extra, dict):
             block["results"] = {**(block.get("results") or {}), **{k: v for k, v in extra.items() if k != "dataset"}}
-    recipe_path = folder / (block.get("recipe_file") or "recipe.yaml")
+    recipe_path = folder / (block.get("recipe_file") or RECIPE_NAME)
     recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
     plots = {kind: name for kind, name in (("layers", LAYER_PLOT), ("schedule", SCHEDULE_PLOT)) if (folder / name).is_file()}
     name = block.get("name") or folder.name
     return make_card(
         {**config, "sparsity": block},
         name=name,
-        repo_id=repo_id or _card_repo_id(folder / "README.md"),
+        repo_id=repo_id or _card_repo_id(folder / CARD_NAME),
         recipe_text=recipe_text,
         plots=plots,
         template=template,
@@ -361,9 +364,7 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
 
 def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None) -> Path:
     """Re-render ``README.md`` of an export folder (see :func:`folder_card`) atomically; returns its path."""
-    from .hubs import _write_text_atomic
-
     card = folder_card(folder, repo_id=repo_id, template=template)
-    path = Path(folder) / "README.md"
-    _write_text_atomic(path, str(card))
+    path = Path(folder) / CARD_NAME
+    write_text_atomic(path, str(card))
     return path

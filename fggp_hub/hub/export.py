@@ -37,20 +37,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..constants import CIFAR10_JPEG_LABEL
+from .._io import fsync_path
+from ..constants import CARD_NAME, CIFAR10_JPEG_LABEL, EXPORT_FILES
+from ..constants import EVAL_RESULTS_NAME as RESULTS_FILE
+from ..constants import RECIPE_NAME as RECIPE_FILE
 from ..pruning import CubicSchedule, sparsity_stats, unwrap_model
 from ..pruning.flops import count_macs
 from . import sparse_format
 from .card import LAYER_PLOT, SCHEDULE_PLOT, make_card, plot_layer_sparsity, plot_schedule
 from .errors import ExportError
-from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, fsync_path, sha256_file
+from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, sha256_file
 from .zoo import is_zoo_name, make_name
 
 __all__ = ["export", "RECIPE_FILE", "RESULTS_FILE", "BLOCK_VERSION", "EXPORT_FILES"]
 logger = logging.getLogger("fggp_hub")
 
-RECIPE_FILE = "recipe.yaml"
-RESULTS_FILE = "eval_results.json"
 _DATASET_ALIASES = {"shared": CIFAR10_JPEG_LABEL, "cifar10-jpeg": CIFAR10_JPEG_LABEL, "cifar10_jpeg": CIFAR10_JPEG_LABEL}
 
 
@@ -191,8 +192,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     fsync_path(out.parent)
 
 
-from .hubs import EXPORT_FILES  # noqa: E402  every file name an export writes (one list, shared with push)
-
 assert {CONFIG_NAME, DENSE_WEIGHTS, COMPACT_WEIGHTS, LAYER_PLOT, SCHEDULE_PLOT, RECIPE_FILE, RESULTS_FILE} <= EXPORT_FILES
 
 
@@ -272,7 +271,7 @@ def export(
         template: a card template instead of the package's ``hub/templates/model_card.md``.
         onnx: also write ``model.onnx`` (:func:`fggp_hub.to_onnx`: BN folded, dynamic batch; needs ``onnx``).
     """
-    from .. import __version__
+    from ..version import __version__
 
     out = Path(out_dir).expanduser().absolute()
     _cleanup_stale(out)
@@ -380,7 +379,7 @@ def export(
         if schedule_dict and plot_schedule(schedule_dict, tmp / SCHEDULE_PLOT) is not None:
             plots["schedule"] = SCHEDULE_PLOT
         card = make_card(config, name=zoo_name, repo_id=repo_id, recipe_text=recipe_text, plots=plots, template=template)
-        card.save(str(tmp / "README.md"))
+        card.save(str(tmp / CARD_NAME))
 
         for entry in tmp.iterdir():
             os.chmod(entry, 0o644)  # safetensors writes 0600; a repo's files are all world-readable

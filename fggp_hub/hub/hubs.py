@@ -9,7 +9,7 @@ Both kinds answer the same three calls:
 - ``resolve(repo_id, revision)`` returns the commit sha a revision points to.
 
 Which hub is used: the ``hub`` argument, else the ``FGGP_HUB`` environment variable, else
-the local hub under ``$FGGP_HUB_HOME/hub`` (``~/.cache/fggp_hub/hub``). ``hub`` may be
+the local hub under ``$FGGP_HUB_HOME/hub`` (``$XDG_CACHE_HOME/fggp_hub/hub``, ``~/.cache/fggp_hub/hub``). ``hub`` may be
 ``"local"``, a folder path, ``"hf"`` (``HF_ENDPOINT``, huggingface.co by default), an
 ``http(s)://`` endpoint, or a :class:`Hub` instance. Tokens come from the ``token``
 argument or huggingface_hub's usual sources (``HF_TOKEN``, the login file) and are
@@ -30,11 +30,22 @@ import os
 import re
 import shutil
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._io import fsync_path, write_text_atomic
+from ..constants import (
+    DEFAULT_HUB,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ENV_HOME,
+    ENV_HUB,
+    ENV_RETRIES,
+    ENV_TIMEOUT,
+    EXPORT_FILES,
+    home_dir,
+)
 from .errors import (
     CorruptCheckpointError,
     FggpHubError,
@@ -52,7 +63,6 @@ from .errors import (
 from .integrity import (
     CONFIG_NAME,
     check_folder_files,
-    fsync_path,
     read_config,
     split_revision,
     validate_repo_id,
@@ -62,19 +72,9 @@ from .integrity import (
 
 __all__ = ["Hub", "LocalHub", "HfHub", "get_hub", "push", "pull", "home_dir", "default_local_root", "ENV_HUB", "ENV_HOME"]
 
-ENV_HUB = "FGGP_HUB"
-ENV_HOME = "FGGP_HUB_HOME"
 DEFAULT_BRANCH = "main"
 #: What a pull fetches from a remote repo: never pickles, never anything else.
 PULL_PATTERNS = ["*.safetensors", "*.json", "*.md", "*.yaml", "*.yml", "*.png", "*.txt"]
-#: Every file name fggp_hub.export writes: the only files a push removes from a remote repo
-#: (unless ``delete_others``), and the only ones export replaces in an earlier export folder.
-EXPORT_FILES = frozenset({
-    "config.json", "model.safetensors", "model.sparse.safetensors", "README.md", "sparsity_per_layer.png",
-    "sparsity_schedule.png", "recipe.yaml", "eval_results.json", "model.onnx",
-})
-ENV_TIMEOUT = "FGGP_HUB_TIMEOUT"
-ENV_RETRIES = "FGGP_HUB_RETRIES"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 logger = logging.getLogger("fggp_hub")
 
@@ -82,7 +82,7 @@ logger = logging.getLogger("fggp_hub")
 # ============================================================================ bounded network calls
 def _timeout() -> float:
     try:
-        value = float(os.environ.get(ENV_TIMEOUT) or 30.0)
+        value = float(os.environ.get(ENV_TIMEOUT) or DEFAULT_TIMEOUT)
     except ValueError:
         raise InvalidNameError(f"{ENV_TIMEOUT}={os.environ.get(ENV_TIMEOUT)!r} is not a number of seconds") from None
     if not 0 < value < 3600:
@@ -92,7 +92,7 @@ def _timeout() -> float:
 
 def _retries() -> int:
     try:
-        value = int(os.environ.get(ENV_RETRIES) or 3)
+        value = int(os.environ.get(ENV_RETRIES) or DEFAULT_RETRIES)
     except ValueError:
         raise InvalidNameError(f"{ENV_RETRIES}={os.environ.get(ENV_RETRIES)!r} is not a whole number") from None
     return min(max(value, 1), 10)
@@ -146,11 +146,6 @@ def _install_bounded_client() -> None:
     _http.set_client_factory(factory)
 
 
-def home_dir() -> Path:
-    """``$FGGP_HUB_HOME`` or ``~/.cache/fggp_hub``: the local hub and the user zoo index live here."""
-    return Path(os.environ.get(ENV_HOME) or "~/.cache/fggp_hub").expanduser()
-
-
 def default_local_root() -> Path:
     return home_dir() / "hub"
 
@@ -168,15 +163,6 @@ def _client_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Hub(ABC):
@@ -359,9 +345,9 @@ class LocalHub(Hub):
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             info = {"sha": sha, "parent": parent, "message": message, "time": time.time(), "files": tree}
-            _write_text_atomic(commits / f"{sha}.json", json.dumps(info, indent=2))
+            write_text_atomic(commits / f"{sha}.json", json.dumps(info, indent=2))
             ref.parent.mkdir(parents=True, exist_ok=True)
-            _write_text_atomic(ref, sha + "\n")
+            write_text_atomic(ref, sha + "\n")
             fsync_path(commits)
         return sha
 
@@ -602,7 +588,7 @@ def get_hub(hub: Hub | str | os.PathLike | None = None, *, token: str | bool | N
     if isinstance(hub, Hub):
         return hub
     if hub is None:
-        hub = os.environ.get(ENV_HUB) or "local"
+        hub = os.environ.get(ENV_HUB) or DEFAULT_HUB
     if isinstance(hub, os.PathLike):
         return LocalHub(_local_hub_folder(Path(hub), str(hub)))
     if not isinstance(hub, str):

@@ -9,6 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
+from ..constants import COMPACT_WEIGHTS_NAME as COMPACT_WEIGHTS
+from ..constants import CONFIG_NAME
+from ..constants import DENSE_WEIGHTS_NAME as DENSE_WEIGHTS
 from .errors import (
     ArchitectureNotRegisteredError,
     CorruptCheckpointError,
@@ -34,9 +38,6 @@ __all__ = [
     "check_sparsity",
 ]
 
-CONFIG_NAME = "config.json"
-DENSE_WEIGHTS = "model.safetensors"
-COMPACT_WEIGHTS = "model.sparse.safetensors"
 SPARSITY_TOLERANCE = 1e-6
 #: Version of config.json's "sparsity" block written by this fggp-hub.
 BLOCK_VERSION = 1
@@ -104,15 +105,6 @@ def validate_filename(name: Any, where: str = "repo") -> str:
             "are allowed (no paths, '..', pickles or odd characters)"
         )
     return name
-
-
-def fsync_path(path: str | Path) -> None:
-    """Flush a file or folder entry to disk (atomic writes: data first, then the rename)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: str | Path, chunk: int = 8 * 1024 * 1024) -> str:
@@ -237,9 +229,7 @@ def _remember_verified(real: Path, identity: dict) -> None:
     try:
         target = _record_file(real)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(identity), encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(target, json.dumps(identity), fsync=False)
     except OSError:
         pass
 

@@ -22,9 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
+from ..constants import CARD_NAME as CARD_FILE
+from ..constants import EVAL_RESULTS_NAME as RESULTS_FILE
 from .card import METRIC_TYPES
 from .errors import FggpHubError
-from .hubs import Hub, _write_text_atomic, get_hub
+from .hubs import Hub, get_hub
 from .integrity import COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, read_config, split_revision
 from .zoo import NAME_PATTERN, ZooEntry, arch_short_name, list_models, sparsity_tag
 
@@ -46,9 +49,7 @@ __all__ = [
 ]
 
 #: The small files that describe a repo (no weights): enough for list and the leaderboard.
-METADATA_FILES = [CONFIG_NAME, "README.md", "eval_results.json"]
-RESULTS_FILE = "eval_results.json"
-CARD_FILE = "README.md"
+METADATA_FILES = [CONFIG_NAME, CARD_FILE, RESULTS_FILE]
 
 
 @dataclass
@@ -525,5 +526,5 @@ def write_zoo_markdown(path: str | os.PathLike, records: Sequence[ModelRecord], 
     """Write :func:`zoo_markdown` to ``path`` atomically (temporary name, then rename)."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, zoo_markdown(records, **kwargs))
+    write_text_atomic(path, zoo_markdown(records, **kwargs))
     return path

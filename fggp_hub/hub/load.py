@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..constants import CARD_NAME
 from . import sparse_format
 from .bundled import bundled_folder, bundled_root, missing_hint
 from .errors import (CorruptCheckpointError, FggpHubError, FolderNotFoundError, HubUnreachableError, InvalidNameError,
@@ -38,7 +39,6 @@ from .zoo import resolve as resolve_zoo_name
 
 __all__ = ["load", "load_folder", "resolve_source"]
 
-CARD_NAME = "README.md"
 
 
 def _looks_like_path(text: str) -> bool:

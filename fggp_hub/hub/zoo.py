@@ -20,8 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
+from ..constants import ENV_ZOO_INDEX as ENV_INDEX
+from ..constants import ENV_ZOO_PACKAGE_INDEX as ENV_PACKAGE_INDEX
+from ..constants import ZOO_INDEX_NAME, home_dir
 from .errors import InvalidNameError, UnknownModelError, ZooIndexError
-from .hubs import _write_text_atomic, home_dir
 from .integrity import validate_repo_id, validate_revision
 
 __all__ = [
@@ -35,13 +38,11 @@ __all__ = [
     "user_index_path",
 ]
 
-ENV_INDEX = "FGGP_ZOO_INDEX"
-ENV_PACKAGE_INDEX = "FGGP_ZOO_PACKAGE_INDEX"  # replaces the shipped index (an empty file: no packaged names)
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(
     r"^(?P<arch>[a-z][a-z0-9]*)-(?P<dataset>[a-z][a-z0-9]*)-s(?P<sparsity>\d{1,2}(?:p\d{1,3})?)(?:-(?P<variant>[a-z0-9][a-z0-9_]*))?$"
 )
-_PACKAGE_INDEX = Path(__file__).with_name("zoo_index.json")
+_PACKAGE_INDEX = Path(__file__).with_name(ZOO_INDEX_NAME)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def make_name(architecture: str, dataset: str, sparsity: float, variant: str | N
 
 
 def user_index_path() -> Path:
-    return Path(os.environ.get(ENV_INDEX) or home_dir() / "zoo_index.json").expanduser()
+    return Path(os.environ.get(ENV_INDEX) or home_dir() / ZOO_INDEX_NAME).expanduser()
 
 
 def _read_index(path: Path, source: str) -> list[ZooEntry]:
@@ -232,5 +233,5 @@ def register(
     entry = ZooEntry(name, repo_id, revision, hub, architecture, dataset, sparsity, dict(metrics or {}), source="user", method=method)
     models = [e.to_dict() for e in existing if e.name != name] + [entry.to_dict()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps({"schema_version": SCHEMA_VERSION, "models": models}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({"schema_version": SCHEMA_VERSION, "models": models}, indent=2) + "\n")
     return entry

@@ -25,10 +25,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..constants import ENV_NATIVE as NATIVE_ENV
+from ..constants import ENV_NATIVE_CACHE as NATIVE_CACHE_ENV
+from ..constants import home_dir
+
 __all__ = ["native_library", "native_status", "NATIVE_ENV", "NATIVE_CACHE_ENV"]
 
-NATIVE_ENV = "FGGP_HUB_NATIVE"
-NATIVE_CACHE_ENV = "FGGP_HUB_NATIVE_CACHE"
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
 _ABI_VERSION = 3
@@ -41,8 +43,7 @@ def _cache_dir() -> Path:
     root = os.environ.get(NATIVE_CACHE_ENV)
     if root:
         return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fggp_hub" / "native"
+    return home_dir() / "native"
 
 
 def _cpu_has_avx2_fma() -> bool:

@@ -15,21 +15,20 @@ from typing import Any
 
 from torch import nn
 
+from .._io import write_text_atomic
+from ..constants import RUN_INFO_NAME as RUN_INFO
+from ..constants import RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
 from .config import Recipe, RecipeError, default_export_name, load_recipe, recipe_to_dict
 
 __all__ = ["RUN_INFO", "export_run", "read_run_info", "run_export_kwargs", "write_run_info"]
-
-RUN_INFO = "run_info.json"
 
 
 def write_run_info(run_dir: str | os.PathLike, *, pruning: dict[str, Any], dataset: str, command: str,
                    total_steps: int) -> Path:
     """Record the run's pruning settings, dataset label, command and T (atomically)."""
     path = Path(run_dir) / RUN_INFO
-    tmp = path.with_name(f".{path.name}.tmp")
     info = {"pruning": pruning, "dataset": dataset, "command": command, "total_steps": int(total_steps)}
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(info, indent=2, default=str) + "\n")
     return path
 
 
@@ -74,7 +73,7 @@ def run_export_kwargs(run_dir: str | os.PathLike, *, results: dict[str, Any] | N
                       total_steps: int | None = None) -> dict[str, Any]:
     """What :func:`fggp_hub.export` needs from a run folder: name, pruning, recipe, dataset, dense top-1, command."""
     run = Path(run_dir)
-    recipe = load_recipe(run / "recipe.resolved.yaml")
+    recipe = load_recipe(run / RESOLVED_RECIPE_NAME)
     info = read_run_info(run) or _legacy_info(recipe, results, total_steps)
     return dict(name=recipe.export.name or default_export_name(recipe), pruning=info["pruning"],
                 recipe=recipe_to_dict(recipe), dataset=info["dataset"], dense_top1=recipe.export.dense_baseline_top1,
@@ -100,8 +99,8 @@ def export_run(
     from ..hub import export
 
     run = Path(run_dir)
-    if results is None and (run / "results.json").is_file():
-        results = json.loads((run / "results.json").read_text())
+    if results is None and (run / RUN_RESULTS_NAME).is_file():
+        results = json.loads((run / RUN_RESULTS_NAME).read_text())
     kwargs = run_export_kwargs(run, results=results, total_steps=total_steps)
     name = name or kwargs.pop("name")
     kwargs.pop("name", None)

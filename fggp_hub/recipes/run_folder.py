@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from ..constants import RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
 from .config import Recipe, RecipeError, recipe_to_dict
 
 __all__ = [
@@ -65,12 +66,12 @@ def refuse_existing_run(out_dir: Path, resume: str | None, overwrite: bool) -> N
     if not overwrite:
         raise RecipeError(f"output_dir {str(out_dir)!r} already holds a run: continue it with --resume auto, "
                           "pick another --output-dir, or pass --overwrite to start over (deletes its checkpoints)")
-    if not (out_dir / "recipe.resolved.yaml").is_file():  # --overwrite only ever removes one of our runs
+    if not (out_dir / RESOLVED_RECIPE_NAME).is_file():  # --overwrite only ever removes one of our runs
         raise RecipeError(f"output_dir {str(out_dir)!r} is not empty and holds no run of ours: "
                           "--overwrite refuses to delete it; pick another --output-dir")
     for name in ("checkpoints", "logs", "export"):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in ("results.json", "recipe.resolved.yaml"):
+    for name in (RUN_RESULTS_NAME, RESOLVED_RECIPE_NAME):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -80,7 +81,7 @@ def check_resume_compatible(out_dir: Path, recipe: Recipe) -> Recipe:
     Keys the run was recorded without take their legacy value (``LEGACY_DEFAULTS``) unless
     they were given explicitly, so runs from an older runner resume as they started.
     """
-    path = out_dir / "recipe.resolved.yaml"
+    path = out_dir / RESOLVED_RECIPE_NAME
     if not path.is_file():
         warnings.warn(f"{path} is missing: cannot check that the resumed recipe matches the run", stacklevel=2)
         return recipe
