@@ -452,8 +452,8 @@ _COUNTS_BY_CLASS = {"4": 8, "11": 2, "6": 4, "8": 1, "names/misc": 7}
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_bad_input_table(name, exported, tmp_path, monkeypatch):
     _, folder = exported
-    monkeypatch.delenv("FGGP_ZOO_INDEX", raising=False)
-    monkeypatch.delenv("FGGP_HUB_TIMEOUT", raising=False)
+    monkeypatch.setenv("FGGP_HUB_TIMEOUT", "")  # recorded even when unset: the case's os.environ write is undone
+    monkeypatch.delenv("FGGP_HUB_TIMEOUT")
     monkeypatch.setenv("FGGP_ZOO_INDEX", str(tmp_path / "fggp_home" / "zoo_index.json"))
     call = TABLE[name](folder, tmp_path)
     before = _snapshot(tmp_path, skip=(tmp_path / "fggp_home",))
