@@ -46,7 +46,6 @@ __all__ = [
     "load_file",
     "save_bytes",
     "choose_encoding",
-    "encoding_report",
     "canonical_zeros",
 ]
 
@@ -361,15 +360,3 @@ def _check_expected(index: Mapping[str, dict], expected: Mapping[str, tuple[tupl
             raise CorruptCheckpointError(f"{source} does not fit {architecture}: {name} is declared {info.get('dtype')} {info.get('shape')}, "
                                          f"the architecture has {_DTYPE_NAMES.get(dtype, dtype)} {list(shape)}; re-export the model")
 
-
-def encoding_report(state_dict: Mapping[str, torch.Tensor]) -> dict[str, dict]:
-    """Per tensor: chosen encoding and the encoded sizes of all three (for cards and benchmarks)."""
-    report = {}
-    for name, t in state_dict.items():
-        if t.dtype in _SPARSE_DTYPES and t.ndim > 0 and t.numel() > 0:
-            rows, cols = _as_matrix_shape(tuple(t.shape))
-            sizes = _sizes(rows, cols, int(_stored_mask(t).sum()), t.element_size(), name)
-        else:
-            sizes = {"dense": t.numel() * t.element_size()}
-        report[name] = {"encoding": choose_encoding(t, name), "bytes": sizes}
-    return report
