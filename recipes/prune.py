@@ -31,6 +31,8 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import fggp_hub
+from fggp_hub.data.cache import CacheCorruptedError
+from fggp_hub.data.errors import DataSourceError
 from fggp_hub.data import (BatchNormalize, dataset_label, load_cifar10, load_image_dataset, make_loader,
                            make_streaming_loaders)
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.data.streaming:  # ImageNet-size data: decoded on the fly by workers, nothing held in memory
         if not cfg.data.image_size:
             raise SystemExit("error: data.streaming needs data.image_size (e.g. 224)")
-        model = timm.create_model(cfg.model, num_classes=cfg.num_classes or 1000, **cfg.model_args)
+        model = _create_model(cfg, cfg.num_classes or 1000)
         mean, std = tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
         with accelerator.main_process_first():
             loader, test_loader, train = make_streaming_loaders(
@@ -261,18 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     else:  # CIFAR-size data: decoded once into a uint8 cache, augmented on the device
         data_kwargs = dict(image_size=cfg.data.image_size, cache_dir=cfg.data.cache_dir)
         with accelerator.main_process_first():  # one process decodes and fills the cache
-            if cfg.data.dataset == "cifar10":
-                train = load_cifar10(cfg.data.train_split, **data_kwargs)
-                test = load_cifar10(cfg.data.test_split, **data_kwargs)
-            else:
-                train = load_image_dataset(cfg.data.dataset, cfg.data.train_split, **data_kwargs)
-                test = load_image_dataset(cfg.data.dataset, cfg.data.test_split, **data_kwargs)
+            try:
+                if cfg.data.dataset == "cifar10":
+                    train = load_cifar10(cfg.data.train_split, **data_kwargs)
+                    test = load_cifar10(cfg.data.test_split, **data_kwargs)
+                else:
+                    train = load_image_dataset(cfg.data.dataset, cfg.data.train_split, **data_kwargs)
+                    test = load_image_dataset(cfg.data.dataset, cfg.data.test_split, **data_kwargs)
+            except (DataSourceError, CacheCorruptedError, ValueError) as err:
+                raise SystemExit(f"error: data.dataset {cfg.data.dataset!r}: {_first_line(err)}") from None
         if cfg.data.train_subset:
             train = train.subset(slice(0, cfg.data.train_subset))
         if cfg.data.test_subset:
             test = test.subset(slice(0, cfg.data.test_subset))
         num_classes = cfg.num_classes or train.num_classes
-        model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
+        model = _create_model(cfg, num_classes)
+        _fit_input_size(model, cfg.model, tuple(train.images.shape[-2:]), cfg.train.progressive_resize)
         mean = tuple(model.pretrained_cfg.get("mean", CIFAR10_MEAN))
         std = tuple(model.pretrained_cfg.get("std", CIFAR10_STD))
         loader = make_loader(train, per_process_batch, train=cfg.data.augment, device=accelerator.device,
@@ -503,6 +509,51 @@ def _hardware(accelerator) -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores, {torch.get_num_threads()} threads" + (f", {n} processes" if n > 1 else "")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _create_model(cfg, num_classes: int):
+    """timm.create_model, with an unknown name or bad arguments as one line instead of a traceback."""
+    if num_classes < 1:
+        raise SystemExit(f"error: num_classes must be >= 1, got {num_classes}")
+    try:
+        return timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            close = timm.list_models(f"*{cfg.model.split('_')[-1]}*")[:4]
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise SystemExit(f"error: model: {cfg.model!r} is not a timm architecture{hint}") from None
+        raise
+    except TypeError as err:
+        raise SystemExit(f"error: model_args for {cfg.model}: {_first_line(err)}") from None
+
+
+def _fit_input_size(model, name: str, size: tuple[int, int], resize: list) -> None:
+    """Refuse image sizes the model cannot take (one line), and record the trained size in its pretrained_cfg.
+
+    The exported config.json (and so the card and timm) then states the resolution the model
+    was trained and evaluated at, not the architecture's default.
+    """
+    channels = model.pretrained_cfg.get("input_size", (3,))[0]
+    sizes = [size] + [(int(s), int(s)) for _, s in resize]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for h, w in sizes:
+                model(torch.zeros(1, channels, h, w))
+    except RuntimeError as err:
+        raise SystemExit(f"error: {name} cannot take {h}x{w} images ({_first_line(err)}): set data.image_size "
+                         "to a size it accepts (e.g. 32 for the CIFAR backbones)") from None
+    finally:
+        model.train(was_training)
+    if tuple(model.pretrained_cfg.get("input_size", ())[1:]) != size:
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (channels, *size)}
+        model.pretrained_cfg.pop("test_input_size", None)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -82,7 +82,9 @@ def test_resume_gives_the_same_masks_and_weights(tmp_path):
     assert split["loss"] == full["loss"] and split["top1"] == full["top1"]
     from safetensors.torch import load_file
 
-    ckpt = lambda run: sorted((tmp_path / run / "checkpoints").glob("step_*"))[-1] / "model.safetensors"
+    def ckpt(run):
+        return sorted((tmp_path / run / "checkpoints").glob("step_*"))[-1] / "model.safetensors"
+
     a, b = load_file(ckpt("full")), load_file(ckpt("split"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -127,3 +129,22 @@ def test_a_second_run_does_not_silently_replace_a_published_model(tmp_path):
     model = fggp_hub.load("local/resnet20-cifar10-s90-twice", hub=str(hub))
     assert model.hub_info["results"]["top1"] == first["top1"]
     _run(base + ["--output_dir", "third", "--seed", "1", "--export.overwrite", "true"], tmp_path)
+
+
+def test_bad_model_data_and_image_size_are_one_line_and_the_card_records_the_trained_size(tmp_path):
+    def one_line_error(proc, text):
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and text in errors[0], proc.stderr[-2000:]
+
+    args = TINY + ["--export.enabled", "false"]
+    one_line_error(_run(args + ["--output_dir", "a", "--model", "resnet20_nonexistent"], tmp_path, check=False),
+                   "is not a timm architecture")
+    one_line_error(_run(args + ["--output_dir", "b", "--data.dataset", str(tmp_path / "no-such-data")], tmp_path,
+                        check=False), "data.dataset")
+    one_line_error(_run(args + ["--output_dir", "c", "--model", "fggp_vgg19_bn_cifar", "--data.image_size", "8"],
+                        tmp_path, check=False), "cannot take 8x8 images")
+    _run(TINY + ["--output_dir", "d", "--data.image_size", "40", "--export.hub", str(tmp_path / "hub"),
+                 "--export.name", "resnet20-cifar10-s90-px40"], tmp_path)
+    config = json.loads((tmp_path / "d" / "export" / "resnet20-cifar10-s90-px40" / "config.json").read_text())
+    assert config["pretrained_cfg"]["input_size"] == [3, 40, 40]
