@@ -53,6 +53,7 @@ class _HubState:
         self.write_token: str | None = None
         self.counter = 0
         self.collections: dict[str, dict] = {}  # slug -> the Hub's collection JSON
+        self.broken: tuple[int, str, bytes] | None = None  # (status, content type, body) for every GET: faults
 
     def new_commit(self, repo: _Repo, parent: str | None, message: str, files: dict[str, bytes]) -> _Commit:
         self.counter += 1
@@ -135,6 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         segments, query = self._route()
+        if self.state.broken is not None:
+            status, content_type, body = self.state.broken
+            return self._send(status, body, content_type=content_type)
         with self.state.lock:
             if segments[:2] == ["api", "models"] and len(segments) >= 4:
                 org, name, rest = segments[2], segments[3], segments[4:]

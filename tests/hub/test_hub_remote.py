@@ -188,3 +188,20 @@ def test_hf_endpoint_and_hf_token_from_the_environment_are_used(online, exported
     assert f"Bearer {secret}" in online.state.auth_headers
     assert fggp_hub.load(f"hf-hub:{REPO}").hub_info["revision"] == sha
     assert fggp_hub.load(REPO, hub="hf").hub_info["hub"] == online.url
+
+
+@pytest.mark.parametrize("status, content_type, body, words", [
+    (500, "application/json", b'{"error": "Internal Error"}', "HTTP 500"),
+    (200, "text/html", b"<html><body>Sign in to continue</body></html>", "not the Hub API"),
+])
+def test_a_broken_endpoint_is_named_and_not_called_unreachable(online, exported, status, content_type, body, words):
+    """An endpoint that answers badly (HTTP 5xx, an HTML page) is not "unreachable": one typed line, naming it."""
+    from fggp_hub.hub.errors import HubResponseError
+
+    _, folder = exported
+    fggp_hub.push(folder, "me/broken", hub=online.url)
+    online.state.broken = (status, content_type, body)
+    with pytest.raises(HubResponseError) as err:
+        fggp_hub.pull("me/broken", hub=online.url)
+    message = str(err.value)
+    assert "\n" not in message and online.url in message and words in message and "did not answer" not in message
