@@ -186,7 +186,10 @@ def _size(n: int | None) -> str:
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
     widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+
+    def fmt(r):
+        return "  ".join(str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+
     return "\n".join([fmt(headers)] + [fmt(r) for r in rows])
 
 
@@ -278,9 +281,9 @@ def _cmd_info(args) -> int:
         f"  dataset       {info['dataset']}",
         f"  sparsity      {_pct(info['sparsity'], 4)} of prunable weights{target}, {_pct(info['sparsity_all_params'])} of all parameters",
         f"  parameters    {info['nonzero_params']:,} of {info['total_params']:,} nonzero",
-        f"  top-1         " + ("-" if info["top1"] is None else f"{info['top1']:.2f}% (from {where})")
+        "  top-1         " + ("-" if info["top1"] is None else f"{info['top1']:.2f}% (from {where})")
         + ("" if info["dense_top1"] is None else f", dense baseline {info['dense_top1']:.2f}%"),
-        f"  files         " + ", ".join(f"{n} {_size(s)}" for n, s in files.items()),
+        "  files         " + ", ".join(f"{n} {_size(s)}" for n, s in files.items()),
         f"  verified      {info['verified']}: sha256 and sparsity match config.json and the card",
         "",
     ]

@@ -344,7 +344,9 @@ def test_remote_zoo_entry_offline_then_fetched_then_cached(cli_env, tiny, run_ma
         register("resnet20-cifar10-s90-remote", "org/remote-tiny", revision=sha, hub=server.url,
                  metrics={"top1": tiny["results"]["top1"], "compact_bytes": 999})
 
-        entry = lambda: next(r for r in json.loads(run_main("list", "resnet20-*-remote", "--json")[1]))
+        def entry():
+            return next(r for r in json.loads(run_main("list", "resnet20-*-remote", "--json")[1]))
+
         listed = entry()
         assert not listed["available"] and listed["compact_bytes"] == 999 and listed["accuracy_source"] == "zoo index"
         fetched = json.loads(run_main("list", "resnet20-*-remote", "--fetch", "--json")[1])[0]

@@ -28,11 +28,11 @@ from fggp_hub.inference import (
     sparsify_for_inference,
 )
 from fggp_hub.inference import layers as layers_module
+from fggp_hub.pruning import prunable_parameters
 
 NATIVE = native_status()["available"]
 MODES_ALL = ("dense", "sparse", "direct")
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
-from fggp_hub.pruning import prunable_parameters
 
 TOL = 1e-4  # relative to the largest logit
 

@@ -1,6 +1,5 @@
 """recipes/prune.py beyond CIFAR: sparse fine-tuning (--init-from) and the ImageNet recipe's streaming path."""
 import json
-from pathlib import Path
 
 import pytest
 import timm

@@ -4,8 +4,11 @@
 Kept as a record only. Re-running it with newer model code would overwrite the fixtures with
 new-code output and so defeat ``test_old_checkpoints.py``: do not.
 """
-import json, subprocess
-import timm, torch
+import json
+import subprocess
+
+import timm
+import torch
 from torch import nn
 from safetensors.torch import save_file
 import fggp_hub  # noqa
@@ -20,8 +23,10 @@ def perturb(model, sparsity=0.9):
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2); m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5); m.bias.normal_(0, 0.2)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if m.bias is not None:
                     m.bias.normal_(0, 0.1)
