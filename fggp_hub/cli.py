@@ -195,23 +195,25 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozense
 
 # =============================================================================== list
 def _cmd_list(args) -> int:
-    from .hub import leaderboard as lb
+    from .hub.leaderboard import leaderboard
+    from .hub.records import records_from_folders, records_from_zoo, unique_records
+    from .hub.render import leaderboard_text, write_zoo_markdown, zoo_markdown
 
-    records = lb.records_from_zoo(args.pattern, args.hub, fetch=args.fetch)
+    records = records_from_zoo(args.pattern, args.hub, fetch=args.fetch)
     if args.folder:
-        records = lb.unique_records(records + lb.records_from_folders(args.folder))
+        records = unique_records(records + records_from_folders(args.folder))
     if args.output or args.markdown:
         command = "fggp-hub list --leaderboard --markdown" + "".join(f" --folder {f}" for f in args.folder)
-        text = lb.zoo_markdown(records, command=command)
+        text = zoo_markdown(records, command=command)
         if args.output:
-            path = lb.write_zoo_markdown(args.output, records, command=command)
+            path = write_zoo_markdown(args.output, records, command=command)
             _emit(args, {"output": str(path), "models": len(records)}, f"wrote {path} ({len(records)} models)")
         else:
             _emit(args, {"markdown": text}, text.rstrip())
         return 0
     if args.leaderboard:
-        rows = lb.leaderboard(records)
-        _emit(args, rows, lb.leaderboard_text(rows))
+        rows = leaderboard(records)
+        _emit(args, [r.to_dict() for r in rows], leaderboard_text(rows))
         return 0
     if args.json:
         _emit(args, [r.to_dict() for r in records], "")
@@ -233,9 +235,9 @@ def _cmd_list(args) -> int:
 
 # =============================================================================== info / pull / push
 def _cmd_info(args) -> int:
-    from .hub import leaderboard as lb
     from .hub import load
     from .hub.integrity import read_config
+    from .hub.records import card_results
     from .pruning import sparsity_stats
 
     model = load(args.name, revision=args.revision, hub=args.hub, compact=not args.dense, force_download=args.force_download)
@@ -244,7 +246,7 @@ def _cmd_info(args) -> int:
     config = read_config(folder)
     block = config["sparsity"]
     stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
-    found, where = lb.card_results(folder)
+    found, where = card_results(folder)
     files = {name: (meta or {}).get("size") for name, meta in (block.get("files") or {}).items()}
     info = {
         "name": block.get("name") or args.name,

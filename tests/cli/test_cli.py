@@ -134,7 +134,9 @@ def test_list_and_leaderboard_from_cards_and_offline_entries(cli_env, tiny, zoo,
 
 
 def test_leaderboard_ranks_methods_per_backbone_and_sparsity(tmp_path):
-    from fggp_hub.hub.leaderboard import ModelRecord, leaderboard, leaderboard_markdown, unique_records, write_zoo_markdown
+    from fggp_hub.hub.leaderboard import leaderboard
+    from fggp_hub.hub.records import ModelRecord, unique_records
+    from fggp_hub.hub.render import leaderboard_markdown, write_zoo_markdown
 
     def rec(name, method, s, top1, start=0.0):
         return ModelRecord(name=name, backbone="vgg19", dataset="CIFAR-10", method=method, target_sparsity=s,
@@ -143,10 +145,13 @@ def test_leaderboard_ranks_methods_per_backbone_and_sparsity(tmp_path):
     records = [rec("a", "fggp", 0.95, 93.0), rec("b", "fggp", 0.95, 93.4), rec("c", "gmp", 0.95, 92.5),
                rec("d", "gmp", 0.98, 90.0), rec("e", "fggp", 0.98, 89.0), rec("f", "fggp", 0.95, 91.0, start=0.5)]
     rows = leaderboard(records)
-    dense95 = [r for r in rows if r["start"] == "dense" and r["sparsity"] == 0.95]
-    assert [(r["method"], r["rank"], r["runs"]) for r in dense95] == [("fggp", 1, 2), ("gmp", 2, 1)]
-    assert dense95[0]["top1"] == pytest.approx(93.2) and dense95[0]["top1_std"] == pytest.approx(0.2828427, abs=1e-6)
-    assert dense95[1]["delta_to_best"] == pytest.approx(-0.7)
+    dense95 = [r for r in rows if r.start == "dense" and r.sparsity == 0.95]
+    assert [(r.method, r.rank, r.runs) for r in dense95] == [("fggp", 1, 2), ("gmp", 2, 1)]
+    assert dense95[0].top1 == pytest.approx(93.2) and dense95[0].top1_std == pytest.approx(0.2828427, abs=1e-6)
+    assert dense95[1].delta_to_best == pytest.approx(-0.7)
+    assert list(dense95[0].to_dict()) == [  # the keys of `fggp-hub list --leaderboard --json`, in order
+        "backbone", "dataset", "start", "sparsity", "method", "top1", "top1_std", "runs", "best_top1",
+        "measured_sparsity", "dense_top1", "compact_bytes", "models", "rank", "delta_to_best"]
     md = leaderboard_markdown(rows)
     assert "### vgg19 on CIFAR-10, dense start" in md and "sparse start (ERK 50%)" in md
     assert "| Method | 95% sparsity | 98% sparsity |" in md

@@ -290,7 +290,7 @@ def test_vgg19_export_is_at_least_12x_smaller_at_95(tmp_path):
 def test_a_top_1_accuracy_card_metric_is_read_by_every_consumer(exported):
     """One metric-type map: a card written with metric type top_1_accuracy is compared by eval --check too."""
     from fggp_hub.eval import card_metrics
-    from fggp_hub.hub.leaderboard import record_from_folder
+    from fggp_hub.hub.records import record_from_folder
 
     _, folder = exported
     card = folder / "README.md"
