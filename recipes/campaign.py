@@ -1044,6 +1044,51 @@ def probe(args: argparse.Namespace) -> dict:
     return report
 
 
+def size_campaign(c: Campaign, *, seconds: float, pruning_steps: int = 50, safety: float = 0.8,
+                  min_epochs: int = 10, max_epochs: int = 160, steps: int = 120, warmup: int = 30,
+                  timeout: float = 180, fallback_epochs: int = 30) -> dict:
+    """Fit the epochs of every run to ``seconds`` of training on this device, measured, not guessed.
+
+    Times the runner's training step with as many concurrent processes as the campaign runs at
+    once (eager, the first run's model and batch size), then picks the most epochs whose steps
+    fit ``safety * seconds``, and the pruning interval that gives ``pruning_steps`` pruning steps
+    before t_fin = end_fraction * T (the paper's dt = 2000 gives 50 steps over T = 125,120). A
+    lease of 15 device-minutes cannot hold the paper's 160 epochs; this is how the reduced
+    protocol is sized, and the sizing report is packed with the results (``collect``).
+    """
+    cfg = c.runs[0].cfg
+    batch = cfg.train.batch_size
+    images = cfg.data.train_subset or 50_000
+    steps_per_epoch = -(-images // batch)
+    concurrent = min(c.workers, len(c.runs))
+    row = _probe_processes(dict(model=cfg.model, device="auto", batch_size=batch, steps=steps, warmup=warmup,
+                                precision="auto", method="fggp", compile_mode="eager", channels_last=True),
+                           concurrent, timeout)
+    if "error" in row:
+        epochs, why = fallback_epochs, f"probe failed ({row['error']}): fallback"
+    else:
+        fit = int(safety * seconds * row["steps_per_s"] // steps_per_epoch)
+        epochs, why = max(min_epochs, min(max_epochs, fit)), f"{fit} epochs fit, clamped to [{min_epochs}, {max_epochs}]"
+    total = steps_per_epoch * epochs
+    interval = max(1, int(cfg.pruning.end_fraction * total) // pruning_steps)
+    return {"probed": _now(), "device": _device_info(), "probe": row, "seconds": seconds, "safety": safety,
+            "concurrent_runs": concurrent, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "why": why,
+            "total_steps": total, "pruning_interval": interval, "pruning_steps": pruning_steps,
+            "set": {"train.epochs": epochs, "pruning.interval": interval}}
+
+
+def _cmd_size(args: argparse.Namespace) -> int:
+    c = _campaign_from(args)
+    report = size_campaign(c, seconds=args.seconds, pruning_steps=args.pruning_steps, safety=args.safety,
+                           min_epochs=args.min_epochs, max_epochs=args.max_epochs, steps=args.steps,
+                           warmup=args.warmup, timeout=args.timeout)
+    c.output_root.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(c.output_root / "sizing.json", report)
+    print(json.dumps(report, indent=2), file=sys.stderr)
+    print(" ".join(f"--set {k}={v}" for k, v in report["set"].items()))  # the last line: for `start`
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def _parse_set(items: list[str]) -> dict[str, Any]:
     out = {}
@@ -1215,6 +1260,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True)
     p.add_argument("--no-verify", action="store_true")
     p.set_defaults(fn=_cmd_unpack)
+    p = campaign_parser("size", "fit epochs and pruning interval to SECONDS of training here (probe); print --set args")
+    p.add_argument("--seconds", type=float, required=True, help="wall seconds the runs' training steps may take")
+    p.add_argument("--safety", type=float, default=0.8, help="fraction of SECONDS planned (evaluation, start-up)")
+    p.add_argument("--pruning-steps", type=int, default=50)
+    p.add_argument("--min-epochs", type=int, default=10)
+    p.add_argument("--max-epochs", type=int, default=160)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--timeout", type=float, default=180)
+    p.set_defaults(fn=_cmd_size)
     p = sub.add_parser("probe", help="time training steps: compile modes, channels_last, N concurrent processes")
     p.add_argument("--campaign", help="probe this campaign's model; write OUTPUT_ROOT/probe.json (packed by collect)")
     p.add_argument("--output-root", help="with --campaign: override its output_root")
