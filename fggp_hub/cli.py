@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--repo-id", default=None, help="repo id for the loading instructions (default: the one the card names)")
     p.add_argument("--template", default=None, help="card template (default: the package's hub/templates/model_card.md)")
+    p.add_argument("--dense-top1", type=float, default=None, metavar="PCT",
+                   help="record the dense baseline's top-1 (%%) in config.json first (a baseline measured after export)")
     p = add("onnx", "write an ONNX file of a checkpoint: BatchNorm folded, zeros exact, dynamic batch")
     p.add_argument("name", help="zoo name, repo id or export folder")
     p.add_argument("out", help="the .onnx file to write")
@@ -591,7 +593,9 @@ def _cmd_card(args) -> int:
         raise FolderNotFoundError(f"{folder} is not a folder: pass an export folder (fggp-hub export / fggp_hub.export)")
     if args.template and not Path(args.template).is_file():
         raise CliError(f"template {args.template} not found")
-    path = rewrite_folder_card(folder, repo_id=args.repo_id, template=args.template)
+    if args.dense_top1 is not None and not 0 <= args.dense_top1 <= 100:
+        raise CliError(f"--dense-top1 {args.dense_top1}: must be a top-1 percentage in [0, 100]")
+    path = rewrite_folder_card(folder, repo_id=args.repo_id, template=args.template, dense_top1=args.dense_top1)
     _emit(args, {"card": str(path)}, f"wrote {path}")
     return 0
 

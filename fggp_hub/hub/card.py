@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_text_atomic
-from ..constants import CARD_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
+from ..constants import CARD_NAME, CONFIG_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
 from ..constants import ENV_CARD_TEMPLATE as ENV_TEMPLATE
 from ..constants import LAYER_PLOT_NAME as LAYER_PLOT
 from ..constants import SCHEDULE_PLOT_NAME as SCHEDULE_PLOT
@@ -362,8 +362,35 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
     )
 
 
-def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None) -> Path:
-    """Re-render ``README.md`` of an export folder (see :func:`folder_card`) atomically; returns its path."""
+def record_dense_baseline(folder: str | Path, top1: float) -> Path:
+    """Record the dense baseline's top-1 (%) in config.json's sparsity block, atomically; returns its path.
+
+    For a baseline measured after the export, e.g. a dense run trained side by side with the
+    pruned ones under the same recipe. Only ``dense_baseline`` changes; the weights' hashes stay valid.
+    """
+    import json
+    import math
+
+    from .integrity import read_config
+
+    if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1) or not 0 <= top1 <= 100:
+        raise ValueError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
+    folder = Path(folder)
+    config = read_config(folder)
+    config["sparsity"]["dense_baseline"] = {"top1": float(top1)}
+    path = folder / CONFIG_NAME
+    write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None,
+                        dense_top1: float | None = None) -> Path:
+    """Re-render ``README.md`` of an export folder (see :func:`folder_card`) atomically; returns its path.
+
+    ``dense_top1`` first records a dense baseline measured after the export (:func:`record_dense_baseline`).
+    """
+    if dense_top1 is not None:
+        record_dense_baseline(folder, dense_top1)
     card = folder_card(folder, repo_id=repo_id, template=template)
     path = Path(folder) / CARD_NAME
     write_text_atomic(path, str(card))

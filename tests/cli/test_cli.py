@@ -241,6 +241,21 @@ def test_card_rerenders_from_eval_results(cli_env, tiny, run_main):
     fggp_hub.load(folder)  # still a valid export: the card's sparsity agrees with the weights
 
 
+def test_card_records_a_dense_baseline_measured_after_export(cli_env, tiny, run_main):
+    folder = cli_env.root / "dense-later"
+    shutil.copytree(tiny["folder"], folder)
+    code, _, err = run_main("card", folder, "--dense-top1", "150")
+    assert code == 1 and err.startswith("error: --dense-top1 150") and "[0, 100]" in err and err.count("\n") == 1
+    assert "| Top-1 accuracy | n/a |" in (folder / "README.md").read_text()  # refused: nothing changed
+    assert run_main("card", folder, "--dense-top1", "91.5")[0] == 0
+    card = (folder / "README.md").read_text()
+    assert "| Top-1 accuracy | 91.50% |" in card and "baseline was not recorded" not in card
+    assert json.loads((folder / "config.json").read_text())["sparsity"]["dense_baseline"] == {"top1": 91.5}
+    import fggp_hub
+
+    assert fggp_hub.load(folder).hub_info["sparsity"] == pytest.approx(tiny["stats"]["sparsity"], abs=1e-12)  # the weights' hashes still hold
+
+
 # --------------------------------------------------------------------------- export from a training run
 def test_export_of_a_run_reproduces_the_runs_own_export(cli_env, run_main):
     run_args = ["--data.train_subset", "128", "--data.test_subset", "64", "--train.epochs", "2", "--train.batch_size", "32",
