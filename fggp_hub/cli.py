@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .constants import CONFIG_NAME, DENSE_WEIGHTS_NAME, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
+from .errors import FggpHubError
 from .version import __version__
 
 EXIT_USER_ERROR = 1
 
 
-class CliError(Exception):
+class CliError(FggpHubError):
     """A user error found by the command line itself (a missing option, a bad value)."""
 
 
@@ -617,23 +618,19 @@ _COMMANDS = {"list": _cmd_list, "info": _cmd_info, "pull": _cmd_pull, "push": _c
              "export": _cmd_export, "eval": _cmd_eval, "card": _cmd_card, "onnx": _cmd_onnx}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix (a bad name, a missing file, no network): one line, exit 1."""
-    from .data.errors import DataSourceError
-    from .hub.errors import FggpHubError
-    from .recipes import RecipeError
+def _is_user_error(err: BaseException) -> bool:
+    """The CLI's error table: True for errors the user is to fix (one line, exit 1), False for bugs (a traceback).
 
-    from .onnx import OnnxExportError
+    Only errors raised on purpose count: fggp-hub's own (:class:`~fggp_hub.errors.FggpHubError`:
+    hub, data, recipes, eval, onnx and the CLI's; sparse inference has a root of its own), and
+    an ``OSError`` that names the file it failed on (a path the user gave: missing, unreadable,
+    a folder). A bare ``KeyError``, ``ValueError`` or ``TypeError`` is a bug and keeps its traceback.
+    """
+    from .inference.errors import SparseInferenceError
 
-    errors: list[type[BaseException]] = [CliError, FggpHubError, DataSourceError, RecipeError, OSError, ValueError, LookupError,
-                                         OnnxExportError]
-    try:
-        from . import eval as _eval
-
-        errors += [e for e in vars(_eval).values() if isinstance(e, type) and issubclass(e, Exception) and e.__name__.endswith("Error")]
-    except ImportError:
-        pass
-    return tuple(errors)
+    if isinstance(err, (FggpHubError, SparseInferenceError)):
+        return True
+    return isinstance(err, OSError) and getattr(err, "filename", None) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -652,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - filtered just below
-        if not isinstance(err, _user_errors()):
+        if not _is_user_error(err):
             raise
         message = " ".join(str(err).split()) or err.__class__.__name__
         print(f"error: {message}", file=sys.stderr)

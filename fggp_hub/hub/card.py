@@ -374,7 +374,9 @@ def record_dense_baseline(folder: str | Path, top1: float) -> Path:
     from .integrity import read_config
 
     if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1) or not 0 <= top1 <= 100:
-        raise ValueError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
+        from .errors import ExportError
+
+        raise ExportError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
     folder = Path(folder)
     config = read_config(folder)
     config["sparsity"]["dense_baseline"] = {"top1": float(top1)}
