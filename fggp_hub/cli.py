@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .constants import CONFIG_NAME, DENSE_WEIGHTS_NAME, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
+from .constants import DENSE_WEIGHTS_NAME, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
 from .errors import FggpHubError
 from .version import __version__
 
@@ -239,41 +239,39 @@ def _cmd_list(args) -> int:
 # =============================================================================== info / pull / push
 def _cmd_info(args) -> int:
     from .hub import load
-    from .hub.integrity import read_config
     from .hub.records import card_results
     from .pruning import sparsity_stats
 
     model = load(args.name, revision=args.revision, hub=args.hub, compact=not args.dense, force_download=args.force_download)
     hub_info = dict(getattr(model, "hub_info", {}))
+    record = model.sparsity_info
     folder = Path(hub_info["folder"])
-    config = read_config(folder)
-    block = config["sparsity"]
-    stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
+    stats = sparsity_stats(model, include_first_conv=record.include_first_conv)
     found, where = card_results(folder)
-    files = {name: (meta or {}).get("size") for name, meta in (block.get("files") or {}).items()}
+    files = record.file_sizes()
     info = {
-        "name": block.get("name") or args.name,
+        "name": record.name or args.name,
         "source": args.name,
         "repo_id": hub_info.get("repo_id"),
         "revision": hub_info.get("revision"),
         "hub": hub_info.get("hub"),
         "folder": str(folder),
         "verified": hub_info.get("weights"),
-        "architecture": config["architecture"],
-        "num_classes": config.get("num_classes"),
-        "method": block.get("method"),
-        "dataset": block.get("dataset"),
+        "architecture": model.pretrained_cfg["architecture"],
+        "num_classes": getattr(model, "num_classes", None),
+        "method": record.method,
+        "dataset": record.dataset,
         "sparsity": stats["sparsity"],
-        "target_sparsity": block.get("target_sparsity"),
+        "target_sparsity": record.target_sparsity,
         "sparsity_all_params": stats["sparsity_all_params"],
         "nonzero_params": stats["nonzero_params"],
         "total_params": stats["total_params"],
         "top1": found.get("top1"),
         "top5": found.get("top5"),
         "accuracy_source": where,
-        "results": block.get("results"),
-        "dense_top1": (block.get("dense_baseline") or {}).get("top1"),
-        "pruning": block.get("pruning"),
+        "results": record.results,
+        "dense_top1": (record.dense_baseline or {}).get("top1"),
+        "pruning": record.pruning,
         "files": files,
         "layers": stats["layers"],
     }
@@ -485,10 +483,12 @@ def _cmd_export(args) -> int:
         kwargs["dense_top1"] = args.dense_top1
     folder = export(model, args.out_dir, results=results, command=args.train_command, name=name, variant=args.variant,
                     repo_id=args.repo_id or args.push_to, compact=not args.no_compact, overwrite=not args.no_overwrite, **kwargs)
-    block = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["sparsity"]
-    out = {"folder": str(folder), "name": block["name"], "architecture": model.pretrained_cfg.get("architecture"),
-           "sparsity": block["sparsity"], "results": block.get("results")}
-    text = f"exported {block['name']} to {folder} (sparsity {_pct(block['sparsity'], 4)})"
+    from .hub.integrity import read_export
+
+    record = read_export(folder)[1]
+    out = {"folder": str(folder), "name": record.name, "architecture": model.pretrained_cfg.get("architecture"),
+           "sparsity": record.sparsity, "results": record.results}
+    text = f"exported {record.name} to {folder} (sparsity {_pct(record.sparsity, 4)})"
     if args.push_to:
         revision = push(folder, args.push_to, hub=args.hub, overwrite=args.overwrite_repo)
         out.update(repo_id=args.push_to, revision=revision)

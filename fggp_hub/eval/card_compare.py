@@ -24,6 +24,7 @@ from .._io import write_text_atomic
 from ..constants import CARD_NAME, CONFIG_NAME
 from ..constants import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..hub.card import METRIC_NAMES, METRIC_TYPES
+from ..hub.integrity import read_export
 from .errors import CardError
 
 __all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "write_results_to_card"]
@@ -125,14 +126,14 @@ def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: s
     from huggingface_hub import metadata_load
 
     folder, where = _card_folder(folder_or_name, hub, revision)
-    block = _read_json(folder / CONFIG_NAME).get("sparsity") or {}
+    info = read_export(folder)[1] if (folder / CONFIG_NAME).is_file() else None
     out: dict[str, Any] = {}
     for key in ("sparsity", "sparsity_all_params", "nonzero_params", "total_params", "prunable_params", "dataset"):
-        if block.get(key) is not None:
-            out[key] = block[key]
-    if block.get("name"):
-        out["model"] = block["name"]
-    for source in (block.get("results") or {}, _read_json(folder / RESULTS_NAME)):
+        if info is not None and getattr(info, key) is not None:
+            out[key] = getattr(info, key)
+    if info is not None and info.name:
+        out["model"] = info.name
+    for source in ((info.results if info is not None else None) or {}, _read_json(folder / RESULTS_NAME)):
         for key in ("top1", "top5", "loss", "num_images", "split", "dataset"):
             if source.get(key) is not None:
                 out[key] = source[key]

@@ -64,11 +64,13 @@ from .integrity import (
     CONFIG_NAME,
     check_folder_files,
     read_config,
+    read_export,
     split_revision,
     validate_repo_id,
     validate_revision,
     verify_weight_file,
 )
+from .sparsity_info import SparsityInfo
 
 __all__ = ["Hub", "LocalHub", "HfHub", "get_hub", "push", "pull", "home_dir", "default_local_root", "ENV_HUB", "ENV_HOME"]
 
@@ -648,28 +650,27 @@ def push(
         raise FolderNotFoundError(f"{folder} is not a folder: export the model first (fggp_hub.export)")
     validate_repo_id(repo_id)
     check_folder_files(folder)
-    config = read_config(folder)
+    _, info = read_export(folder)
     # A zoo folder ships the compact file only (load rebuilds the dense weights from it): every
     # weight file that is present must match config.json, and at least one must be.
-    present = [name for name in config["sparsity"]["files"] if (folder / name).exists()]
+    present = [name for name in info.files if (folder / name).exists()]
     if not present:
         raise CorruptCheckpointError(f"{folder} holds none of the weight files its config.json lists "
-                                     f"({', '.join(config['sparsity']['files'])}): re-export the model")
+                                     f"({', '.join(info.files)}): re-export the model")
     for name in present:
-        verify_weight_file(folder, name, config)
+        verify_weight_file(folder, name, info)
     validate_revision(revision)
-    _check_replacing(hub_obj, repo_id, revision, config, overwrite)
+    _check_replacing(hub_obj, repo_id, revision, info, overwrite)
     kwargs = {"delete_others": True} if delete_others and isinstance(hub_obj, HfHub) else {}
     return hub_obj.push(folder, repo_id, commit_message=commit_message, revision=revision, private=private, **kwargs)
 
 
-def _top1(config: dict | None) -> str:
-    results = ((config or {}).get("sparsity") or {}).get("results") or {}
-    top1 = results.get("top1") if isinstance(results, dict) else None
-    return f"{top1:.2f}%" if isinstance(top1, (int, float)) and not isinstance(top1, bool) else "unknown"
+def _top1(info: SparsityInfo | None) -> str:
+    top1 = info.top1 if info is not None else None
+    return f"{top1:.2f}%" if top1 is not None else "unknown"
 
 
-def _check_replacing(hub: Hub, repo_id: str, revision: str, config: dict, overwrite: bool) -> None:
+def _check_replacing(hub: Hub, repo_id: str, revision: str, info: SparsityInfo, overwrite: bool) -> None:
     """Refuse (or, with overwrite, announce) publishing other weights over a published model."""
     published = hub.published_config(repo_id, revision)
     if published is None:
@@ -677,14 +678,15 @@ def _check_replacing(hub: Hub, repo_id: str, revision: str, config: dict, overwr
     sha, old = published
     if old is None:
         return  # an empty repo (only .gitattributes, a LICENSE...)
-    weights = lambda c: {n: (i or {}).get("sha256") for n, i in ((c.get("sparsity") or {}).get("files") or {}).items()}  # noqa: E731
-    new_w, old_w = weights(config), weights(old)
+    old_info = SparsityInfo.of_config_or_none(old)  # None: something that is not an fggp-hub export
+    new_w = {n: f.sha256 for n, f in info.files.items()}
+    old_w = {n: f.sha256 for n, f in old_info.files.items()} if old_info is not None else {}
     if old_w and all(old_w.get(n) == h for n, h in new_w.items() if n in old_w):
         return  # the same model (a re-rendered card, new results): no flag needed
-    old_name = ((old.get("sparsity") or {}).get("name")) or "a model that is not an fggp-hub export"
-    new_name = config["sparsity"].get("name") or "this export"
-    what = (f"{repo_id}@{revision} on {hub.describe()} holds {old_name} (top-1 {_top1(old)}, commit {sha[:12]}); "
-            f"this folder is {new_name} (top-1 {_top1(config)})")
+    old_name = (old_info.name if old_info is not None else None) or "a model that is not an fggp-hub export"
+    new_name = info.name or "this export"
+    what = (f"{repo_id}@{revision} on {hub.describe()} holds {old_name} (top-1 {_top1(old_info)}, commit {sha[:12]}); "
+            f"this folder is {new_name} (top-1 {_top1(info)})")
     if not overwrite:
         raise RepoExistsError(f"{what}: pass overwrite=True (fggp-hub push --overwrite) to publish over it, "
                               f"or push to another repo id or branch")
