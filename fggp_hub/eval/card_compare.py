@@ -265,19 +265,16 @@ def write_results_to_card(
     """Merge measured ``top1``/``top5``/``loss`` into the card's ``model-index`` (and ``eval_results.json``).
 
     - an export folder: README.md and eval_results.json are rewritten atomically; returns the folder;
-    - a repo on a local hub: the commit's files with the updated ones are pushed as a new
-      commit of branch ``revision`` (default main); returns its sha;
-    - a repo on a Hugging Face-style hub: README.md and eval_results.json are fetched,
-      merged and committed to that endpoint (``huggingface_hub.metadata_update`` has no
-      endpoint argument, so the same merge is done here); returns the commit sha.
+    - a repo on a hub: README.md and eval_results.json are fetched, merged and committed to
+      branch ``revision`` (default main) with :meth:`Hub.commit <fggp_hub.hub.hubs.Hub.commit>`
+      (``huggingface_hub.metadata_update`` has no endpoint argument, so the same merge is
+      done here); returns the commit sha.
 
     Results on the first n images of a split (``num_images < dataset_size``) are written
     with split ``"<split>[:n]"``, next to (not over) the full split's figures, and leave
     eval_results.json alone.
     """
-    from huggingface_hub import CommitOperationAdd
-
-    from ..hub.hubs import HfHub, LocalHub, _client_errors, get_hub, push
+    from ..hub.hubs import get_hub
     from ..hub.load import resolve_source
 
     source = resolve_source(name_or_folder, hub=hub)
@@ -296,19 +293,14 @@ def write_results_to_card(
     message = commit_message or "Update evaluation results"
     with tempfile.TemporaryDirectory(prefix="fggp-card-") as tmp:
         work = Path(tmp) / "repo"
-        if isinstance(hub_obj, LocalHub):
-            shutil.copytree(hub_obj.pull(repo_id, branch), work)
-            _update_folder(work, results)
-            return push(work, repo_id, hub=hub_obj, revision=branch, commit_message=message)
-        if not isinstance(hub_obj, HfHub):
-            raise CardError(f"cannot update cards on {hub_obj.describe()}: use a local folder, a local hub or a Hugging Face-style hub")
-        shutil.copytree(hub_obj.pull(repo_id, branch, files=[CARD_NAME, RESULTS_NAME]), work)
+        work.mkdir()
+        source = hub_obj.pull(repo_id, branch, files=[CARD_NAME, RESULTS_NAME])
+        for name in (CARD_NAME, RESULTS_NAME):  # only the files the merge reads and rewrites
+            if (source / name).is_file():
+                shutil.copyfile(source / name, work / name)
         changed = _update_folder(work, results)
         try:
-            info = hub_obj._api().create_commit(
-                repo_id, [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(work / n)) for n in changed],
-                commit_message=message, revision=branch,
-            )
-        except _client_errors() as err:
-            raise hub_obj._translate(err, repo_id, branch, "push") from None
-        return info.oid
+            return hub_obj.commit(repo_id, {name: work / name for name in changed}, message, revision=branch)
+        except NotImplementedError:
+            raise CardError(f"cannot update cards on {hub_obj.describe()}: use a local folder, a local hub or a "
+                            "Hugging Face-style hub") from None

@@ -31,7 +31,7 @@ import re
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .._io import fsync_path, write_text_atomic
@@ -67,6 +67,7 @@ from .integrity import (
     read_export,
     split_revision,
     validate_repo_id,
+    validate_filename,
     validate_revision,
     verify_weight_file,
 )
@@ -188,6 +189,16 @@ class Hub(ABC):
         """(commit sha, its config.json or None when it has no fggp-hub config) of a branch, or None when there is none yet."""
         return None
 
+    def commit(self, repo_id: str, files: Mapping[str, bytes | str | os.PathLike], message: str, *,
+               revision: str = DEFAULT_BRANCH) -> str:
+        """Add or replace some files of an existing repo's branch as one commit (the rest stay); returns its sha.
+
+        ``files`` maps a name in the repo to its new content (bytes) or a local file holding it.
+        For updates of a published repo that are not a whole export (a card with new results), so
+        callers need no hub internals. Hubs that cannot do it raise NotImplementedError.
+        """
+        raise NotImplementedError(f"{self.describe()} cannot commit single files")
+
     def exists(self, repo_id: str, revision: str | None = None) -> bool:
         try:
             self.resolve(repo_id, revision)
@@ -197,6 +208,17 @@ class Hub(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes | str | os.PathLike]) -> None:
+    """Write ``files`` (name -> bytes or a local file) into ``folder``, names validated as a repo's."""
+    for name, content in files.items():
+        target = folder / validate_filename(name, where=str(folder))
+        target.unlink(missing_ok=True)  # a commit's files may be read-only copies
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
 
 
 def _config_or_none(folder: Path) -> dict | None:
@@ -387,6 +409,18 @@ class LocalHub(Hub):
             return None
         return sha, _config_or_none(self._commit_folder(self._repo_dir(repo_id), sha, repo_id))
 
+    def commit(self, repo_id, files, message, *, revision=DEFAULT_BRANCH) -> str:
+        """The branch's current files with ``files`` added or replaced, pushed as the next commit."""
+        import tempfile
+
+        validate_revision(revision)
+        source = self.pull(repo_id, revision)  # the branch must exist
+        with tempfile.TemporaryDirectory(prefix="fggp-commit-") as tmp:
+            work = Path(tmp) / "repo"
+            shutil.copytree(source, work)
+            _write_files(work, files)
+            return self.push(work, repo_id, commit_message=message, revision=revision)
+
     def history(self, repo_id: str, revision: str | None = None) -> list[dict]:
         """Commits from ``revision`` back to the first, newest first."""
         repo_dir = self._repo_dir(repo_id)
@@ -523,6 +557,19 @@ class HfHub(Hub):
                 repo_id, operations, commit_message=commit_message or f"Upload {folder.name}", revision=revision
             )
         return info.oid
+
+    def commit(self, repo_id, files, message, *, revision=DEFAULT_BRANCH) -> str:
+        """One ``create_commit`` adding ``files`` to the branch (others untouched)."""
+        from huggingface_hub import CommitOperationAdd
+
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        operations = [CommitOperationAdd(path_in_repo=validate_filename(name, where=repo_id),
+                                         path_or_fileobj=content if isinstance(content, bytes) else str(content))
+                      for name, content in files.items()]
+        api = self._api()
+        with self._network("push", repo_id, revision):
+            return api.create_commit(repo_id, operations, commit_message=message, revision=revision).oid
 
     def resolve(self, repo_id, revision=None) -> str:
         validate_repo_id(repo_id)
