@@ -12,11 +12,12 @@ replaced; otherwise appended).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from ..constants import CARD_NAME, CONFIG_NAME
 from ..constants import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..hub.card import METRIC_NAMES, METRIC_TYPES
 from ..hub.integrity import read_export
-from .errors import CardError
+from .errors import CardError, EvalError
 
-__all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "write_results_to_card"]
+__all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "comparison_text", "parse_tolerances",
+           "write_results_to_card"]
 
 
 #: model-index metric ``type`` -> result key (the first type of a key is the one written).
@@ -177,6 +179,60 @@ def compare_with_card(measured: Mapping[str, Any], card: Mapping[str, Any], tole
         limit = float(tol[key])
         rows.append({"metric": key, "card": want, "measured": have, "diff": diff, "tolerance": limit, "ok": abs(diff) <= limit + 1e-12})
     return rows
+
+
+def parse_tolerances(values: Sequence[str]) -> dict[str, float] | None:
+    """``["0.2", "sparsity=1e-6"]`` -> ``{"top1": 0.2, "top5": 0.2, "sparsity": 1e-6}`` (a bare number is for accuracies)."""
+    out: dict[str, float] = {}
+    for raw in values:
+        key, eq, value = raw.partition("=")
+        if not eq:
+            key, value = "", raw
+        try:
+            number = float(value)
+        except ValueError:
+            raise EvalError(f"--tolerance {raw!r}: expected a number or METRIC=NUMBER, e.g. 0.5 or top1=0.5") from None
+        if not math.isfinite(number) or number < 0:
+            raise EvalError(f"--tolerance {raw!r}: must be a finite number >= 0")
+        if key:
+            out[key.strip()] = number
+        else:
+            out["top1"] = out["top5"] = number
+    return out or None
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1 else f"{value:,.4f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+#: Numbers in evaluate_model's results that describe the run, not the model (shown with --json only).
+_SETTINGS = {"batch_size", "num_processes", "torch_threads", "dataset_size", "prunable_params"}
+
+
+def comparison_text(rows: Sequence[Mapping[str, Any]], measured: Mapping[str, Any]) -> str:
+    """``fggp-hub eval``'s table of :func:`compare_with_card` rows, then the measured numbers the card has not."""
+    from ..hub.render import text_table
+
+    compared = {r["metric"] for r in rows}
+    lines = [text_table(
+        ["metric", "card", "measured", "diff", "tolerance", ""],
+        [[r["metric"], _fmt_value(r.get("card")), _fmt_value(r.get("measured")), _fmt_value(r.get("diff")),
+          _fmt_value(r.get("tolerance")), "ok" if r.get("ok") else "DIFFERS"] for r in rows],
+        right={1, 2, 3, 4},
+    )]
+    extra = {k: v for k, v in measured.items()
+             if k not in compared and k not in _SETTINGS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if extra:
+        lines += ["", "measured only:"] + [f"  {k:<26}{_fmt_value(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- writing

@@ -30,6 +30,7 @@ __all__ = [
     "METADATA_FILES",
     "card_results",
     "locate",
+    "model_info",
     "record_from_entry",
     "record_from_folder",
     "records_from_zoo",
@@ -325,3 +326,45 @@ def unique_records(records: Iterable[ModelRecord]) -> list[ModelRecord]:
             seen.add(r.weights_sha256)
         out.append(r)
     return out
+
+
+# --------------------------------------------------------------------------- a loaded model
+def model_info(model: Any, source: str) -> dict[str, Any]:
+    """What ``fggp-hub info`` reports about a model :func:`~fggp_hub.hub.load` returned (``source``: the name asked for).
+
+    The sparsity figures are measured on the weights (load checked them against config.json);
+    the rest comes from the model's :class:`~fggp_hub.hub.sparsity_info.SparsityInfo` and card.
+    """
+    from ..pruning import sparsity_stats
+
+    hub_info = dict(getattr(model, "hub_info", {}))
+    record = model.sparsity_info
+    folder = Path(hub_info["folder"])
+    stats = sparsity_stats(model, include_first_conv=record.include_first_conv)
+    found, where = card_results(folder)
+    return {
+        "name": record.name or source,
+        "source": source,
+        "repo_id": hub_info.get("repo_id"),
+        "revision": hub_info.get("revision"),
+        "hub": hub_info.get("hub"),
+        "folder": str(folder),
+        "verified": hub_info.get("weights"),
+        "architecture": model.pretrained_cfg["architecture"],
+        "num_classes": getattr(model, "num_classes", None),
+        "method": record.method,
+        "dataset": record.dataset,
+        "sparsity": stats["sparsity"],
+        "target_sparsity": record.target_sparsity,
+        "sparsity_all_params": stats["sparsity_all_params"],
+        "nonzero_params": stats["nonzero_params"],
+        "total_params": stats["total_params"],
+        "top1": found.get("top1"),
+        "top5": found.get("top5"),
+        "accuracy_source": where,
+        "results": record.results,
+        "dense_top1": (record.dense_baseline or {}).get("top1"),
+        "pruning": record.pruning,
+        "files": record.file_sizes(),
+        "layers": stats["layers"],
+    }
