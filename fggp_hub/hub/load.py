@@ -229,6 +229,11 @@ def load(
 ) -> nn.Module:
     """A ready timm model in eval mode, its files and sparsity verified.
 
+    ``model.sparsity_info`` is config.json's sparsity block as a typed
+    :class:`~fggp_hub.hub.sparsity_info.SparsityInfo`; ``model.hub_info`` (a dict) says where the
+    model came from (name, folder, weights file, repo_id, revision, hub, origin) and repeats its
+    sparsity and results.
+
     Args:
         name_or_repo_or_path: a zoo name (``vgg19-cifar10-s95``, see :func:`list_models`),
             a repo id ``org/name[@revision]`` (``hf-hub:org/name`` means the Hugging Face hub),
