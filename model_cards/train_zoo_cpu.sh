@@ -6,6 +6,10 @@
 #   RUNS=/work/runs setsid nohup model_cards/train_zoo_cpu.sh >> /work/runs/queue.log 2>&1 &
 #
 # Then bundle each finished export: python model_cards/publish_zoo.py bundle $RUNS/zoo/<name>/export/<name>
+#
+# The shipped entries were trained with this ResNet-20 recipe on a GPU instead (one lease,
+# recipes/campaigns/gpu_zoo_resnet20_lease.yaml, bf16); this script is the CPU route to the same
+# recipe (fp32), and the only route so far to the CPU-budget VGG-19 entry vgg19-cifar10-s95-cpu.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-$ROOT/runs}

@@ -217,6 +217,9 @@ def _run(argv: list[str] | None = None) -> int:
         if cfg.resume == "auto" and not (out_dir.is_dir() and any(out_dir.iterdir())):
             print(f"--resume auto: no run in {out_dir} yet, starting one")  # so one command starts and continues
             cfg.resume = None
+        elif cfg.resume == "auto" and run_folder.stopped_before_first_checkpoint(out_dir):
+            print(f"--resume auto: the run in {out_dir} stopped before its first checkpoint, starting it over")
+            cfg.resume, overwrite = None, True
         if cfg.resume:
             cfg = run_folder.check_resume_compatible(out_dir, cfg)
             checkpoint = run_folder.find_resume_checkpoint(out_dir, cfg.resume)

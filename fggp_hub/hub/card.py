@@ -386,6 +386,27 @@ def record_dense_baseline(folder: str | Path, top1: float) -> Path:
     return path
 
 
+def _keep_other_results(card, old_path: Path) -> None:
+    """Carry over the old card's model-index results that the re-render does not produce.
+
+    ``fggp-hub eval --update-card`` writes results on a prefix of the split (``test[:1017]``) or
+    on other datasets only into the card, not into eval_results.json; re-rendering must keep them.
+    """
+    if not old_path.is_file():
+        return
+    from huggingface_hub import ModelCard
+
+    try:
+        old = ModelCard.load(old_path).data.eval_results or []
+    except Exception:  # an unparsable old card has nothing to keep; the new one replaces it
+        return
+    new = card.data.eval_results or []
+    produced = {(r.dataset_type, r.dataset_name, r.dataset_split) for r in new}
+    kept = [r for r in old if (r.dataset_type, r.dataset_name, r.dataset_split) not in produced]
+    if kept:
+        card.data.eval_results = new + kept
+
+
 def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, template: str | Path | None = None,
                         dense_top1: float | None = None) -> Path:
     """Re-render ``README.md`` of an export folder (see :func:`folder_card`) atomically; returns its path.
@@ -395,6 +416,7 @@ def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, templ
     if dense_top1 is not None:
         record_dense_baseline(folder, dense_top1)
     card = folder_card(folder, repo_id=repo_id, template=template)
+    _keep_other_results(card, Path(folder) / CARD_NAME)
     path = Path(folder) / CARD_NAME
     write_text_atomic(path, str(card))
     return path

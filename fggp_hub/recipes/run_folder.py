@@ -25,7 +25,7 @@ from .config import Recipe, RecipeError, recipe_to_dict
 
 __all__ = [
     "CHECKPOINT_PREFIX", "RESULT_NEUTRAL_KEYS", "check_resume_compatible", "checkpoint_is_complete",
-    "find_resume_checkpoint", "lr_lambda", "prune_old_checkpoints", "refuse_existing_run", "resize_for_step",
+    "find_resume_checkpoint", "lr_lambda", "stopped_before_first_checkpoint", "prune_old_checkpoints", "refuse_existing_run", "resize_for_step",
 ]
 
 CHECKPOINT_PREFIX = "step_"
@@ -115,6 +115,18 @@ def checkpoint_is_complete(folder: Path) -> bool:
     has_optimizer = any(n.startswith("optimizer") for n in names)
     has_custom = any(n.startswith("custom_checkpoint_") for n in names)
     return has_model and has_optimizer and has_custom
+
+
+def stopped_before_first_checkpoint(out_dir: Path) -> bool:
+    """A run of ours that died before writing any checkpoint (or result): ``--resume auto`` starts it over.
+
+    Only its log and resolved recipe exist, so nothing is lost; refusing would stall a queue of
+    resumable runs that was interrupted in a run's first minutes.
+    """
+    if not (out_dir / RESOLVED_RECIPE_NAME).is_file() or (out_dir / RUN_RESULTS_NAME).exists():
+        return False
+    root = out_dir / "checkpoints"
+    return not any(checkpoint_is_complete(p) for p in root.glob("*") if p.is_dir() and not p.name.startswith(_PARTIAL_PREFIX))
 
 
 def find_resume_checkpoint(out_dir: Path, resume: str) -> Path:

@@ -219,6 +219,8 @@ def test_eval_check_on_a_subset_compares_with_the_cards_subset_result(cli_env, t
     assert code == 0, err + text
     code, text, err = run_main("eval", folder, "--no-latency", "--no-progress", "--num-images", "99", "--check")
     assert code == 1  # no result on exactly 99 images: the full split's figures do not match
+    assert run_main("card", folder, "--dense-top1", "88")[0] == 0  # a re-rendered card keeps the subset result
+    assert card_metrics(folder, num_images=100) == subset and card_metrics(folder)["num_images"] == TEST_IMAGES
 
 
 # --------------------------------------------------------------------------- card

@@ -88,6 +88,16 @@ def test_resume_gives_the_same_masks_and_weights(tmp_path):
     a, b = load_file(ckpt("full")), load_file(ckpt("split"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+    # A run that died before its first checkpoint (only its log and recipe left) starts over.
+    import shutil
+
+    for name in ("checkpoints", "results.json"):
+        target = tmp_path / "split" / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    again = _run(args + ["--output_dir", "split", "--resume", "auto"], tmp_path)
+    assert "stopped before its first checkpoint, starting it over" in again.stdout
+    assert _results(tmp_path / "split")["mask_sha256"] == full["mask_sha256"]
+
 
 def test_two_processes_hold_identical_masks_and_match_one_process(tmp_path):
     args = TINY + ["--export.enabled", "false", "--pruning.check_sync", "true"]

@@ -71,3 +71,53 @@ def test_entry_loads_offline_and_its_card_reproduces(name, fresh_env):
     subset = ["--num-images", str(VGG_SUBSET)] if entry.architecture and "vgg" in entry.architecture else []
     check = _cli(fresh_env, "eval", name, "--check", "--no-progress", "--no-latency", *subset)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+
+
+def _card_top1(folder: Path, split: str) -> float:
+    """The card's top-1 for ``split`` ("test" or "test[:N]"), read with huggingface_hub's own card parser."""
+    from huggingface_hub import ModelCard
+
+    for result in ModelCard.load(folder / "README.md").data.eval_results or []:
+        if result.dataset_split == split and result.metric_type == "accuracy":
+            return float(result.metric_value)
+    raise AssertionError(f"{folder.name}: the card has no top-1 for split {split!r}")
+
+
+# Independent of fggp_hub's eval code: pyarrow + PIL decode, torch normalisation, a plain loop.
+PLAIN_CHECK = [e.name for e in BUNDLED if "vgg" in (e.architecture or "") or e.name == "resnet20-cifar10-s95"]
+
+
+@pytest.mark.parametrize("name", PLAIN_CHECK)
+def test_plain_timm_and_torch_reproduce_the_card(name):
+    pq = pytest.importorskip("pyarrow.parquet")
+    files = sorted(_CIFAR.glob("test-*.parquet"))
+    if not files:
+        pytest.skip(f"CIFAR-10 parquet folder not found at {_CIFAR}")
+    import io
+
+    import numpy as np
+    import timm
+    import torch
+    from PIL import Image
+
+    from fggp_hub.hub.sparse_format import load_file as load_compact
+
+    folder = ROOT / "model_cards" / name
+    config = json.loads((folder / "config.json").read_text())
+    # exactly the card's "By hand" recipe (model_args also carries num_classes since timm's conventions)
+    model = timm.create_model(config["architecture"], **{"num_classes": config["num_classes"], **config.get("model_args", {})})
+    model.load_state_dict(load_compact(folder / "model.sparse.safetensors"))
+    model.eval()
+    # FGGP_ZOO_FULL_CHECK=1: VGG-19 on all 10,000 images too (minutes on a CPU; run before bundling)
+    n = VGG_SUBSET if "vgg" in config["architecture"] and not os.environ.get("FGGP_ZOO_FULL_CHECK") else None
+    table = pq.read_table(files).slice(0, n)  # the copy's order: the card's test[:N] is the first N rows
+    images = np.stack([np.asarray(Image.open(io.BytesIO(item["bytes"])).convert("RGB"))
+                       for item in table.column("img").to_pylist()])
+    labels = torch.tensor(table.column("label").to_pylist())
+    cfg = config["pretrained_cfg"]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        correct = sum(int((model(chunk).argmax(1) == y).sum()) for chunk, y in zip(x.split(250), labels.split(250)))
+    top1 = 100.0 * correct / len(labels)
+    assert top1 == pytest.approx(_card_top1(folder, "test" if n is None else f"test[:{n}]"), abs=0.3)
