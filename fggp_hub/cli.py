@@ -356,13 +356,11 @@ def _is_user_error(err: BaseException) -> bool:
     """The CLI's error table: True for errors the user is to fix (one line, exit 1), False for bugs (a traceback).
 
     Only errors raised on purpose count: fggp-hub's own (:class:`~fggp_hub.errors.FggpHubError`:
-    hub, data, recipes, eval, onnx and the CLI's; sparse inference has a root of its own), and
+    hub, data, recipes, eval, onnx, sparse inference and the CLI's), and
     an ``OSError`` that names the file it failed on (a path the user gave: missing, unreadable,
     a folder). A bare ``KeyError``, ``ValueError`` or ``TypeError`` is a bug and keeps its traceback.
     """
-    from .inference.errors import SparseInferenceError
-
-    if isinstance(err, (FggpHubError, SparseInferenceError)):
+    if isinstance(err, FggpHubError):
         return True
     return isinstance(err, OSError) and getattr(err, "filename", None) is not None
 
