@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import ENV_NATIVE as NATIVE_ENV
+from ..constants import ENV_MALLOC_TUNE
 from ..constants import ENV_NATIVE_CACHE as NATIVE_CACHE_ENV
 from ..constants import home_dir
 
 __all__ = ["native_library", "native_status", "keep_freed_memory", "NATIVE_ENV", "NATIVE_CACHE_ENV", "MALLOC_ENV"]
 
 #: ``FGGP_HUB_MALLOC_TUNE=0`` leaves glibc's malloc settings alone (see :func:`keep_freed_memory`).
-MALLOC_ENV = "FGGP_HUB_MALLOC_TUNE"
+MALLOC_ENV = ENV_MALLOC_TUNE
 
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
