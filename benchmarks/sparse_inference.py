@@ -7,7 +7,9 @@ the machine's drift hits them alike. Ratios are medians of round-by-round ratios
 
 Masks: global magnitude over the prunable weights (first conv dense) of the random
 init, BN statistics re-estimated on random batches; the zoo has no VGG-19 / ResNet-50
-checkpoint yet (only ResNet-20), so no real masks are used for these two.
+checkpoint yet (only ResNet-20), so no real masks are used for these two. Errors: max
+relative logit error vs torch, and for ours also of the features (global magnitude
+prunes ResNet-50's whole fc at >= 90 %, so its logits are all zero).
 
 Runtimes: ONNX Runtime (``pip install -e ".[bench]"``) runs the ``fggp_hub.to_onnx``
 file; DeepSparse 1.8 pins numpy<2 and onnx 1.14, so it runs from its own venv
@@ -201,6 +203,12 @@ def bench_model(name: str, args: argparse.Namespace, ds: DeepSparse | None, ort_
             with torch.inference_mode():
                 ref_s = models[s](x).numpy()
                 errors[f"ours@{s:g}"] = _rel_err(ref_s, ours[s](x).numpy())
+                # global magnitude can prune the whole classifier (ResNet-50's fc at >= 90 %: all-zero logits),
+                # so the pooled features are compared too
+                if hasattr(models[s], "forward_features"):
+                    errors[f"ours@{s:g} features"] = _rel_err(
+                        models[s].forward_features(x).numpy(), ours[s].forward_features(x).numpy()
+                    )
             calls[f"ours@{s:g}"] = timed(lambda s=s: ours[s](x))
             if ds is not None:
                 key = f"{name}_{s:g}_b{b}"
@@ -236,8 +244,11 @@ def _print(result: dict, args: argparse.Namespace) -> None:
     for b in args.batch_sizes:
         t, rows = result["timings"][b], []
         for n, sm in t["times_s"].items():
-            rows.append([n, fmt_s(sm["median"]), f"{sm['spread']:.0%}", f"{b / sm['median']:.4g}",
-                         f"{result['errors'][b].get(n, 0.0):.1e}" if n != "torch dense" else "ref"])
+            err = result["errors"][b]
+            cell = f"{err.get(n, 0.0):.1e}" if n != "torch dense" else "ref"
+            if f"{n} features" in err:
+                cell += f" (features {err[f'{n} features']:.1e})"
+            rows.append([n, fmt_s(sm["median"]), f"{sm['spread']:.0%}", f"{b / sm['median']:.4g}", cell])
         print_table(["variant", "median", "spread (IQR/median)", "img/s", "max rel. logit err"], rows,
                     title=f"{name}, batch {b}: {args.repeats} rounds")
         rows = []

@@ -16,9 +16,9 @@ from .version import __version__
 _SUBMOD_ATTRS = {
     "pruning": ["CubicSchedule", "Pruner", "prune_step", "sparsity_stats"],
     "inference": ["sparsify_for_inference"],
+    "errors": ["FggpHubError"],  # the root of every error fggp-hub raises on purpose
     "hub": [  # sparse checkpoints on the Hub
         "CorruptCheckpointError",
-        "FggpHubError",
         "SparsityMismatchError",
         "UnknownModelError",
         "export",
@@ -32,7 +32,7 @@ _SUBMOD_ATTRS = {
 }
 _ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 #: Subpackages reachable as attributes (``fggp_hub.hub``) without importing them first.
-_SUBMODULES = {"constants", "data", "eval", "hub", "inference", "models", "onnx", "pruning", "recipes", "version"}
+_SUBMODULES = {"constants", "data", "errors", "eval", "hub", "inference", "models", "onnx", "pruning", "recipes", "version"}
 
 __all__ = [
     "CorruptCheckpointError",
@@ -71,10 +71,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
+    from .errors import FggpHubError
     from .eval import evaluate_model
     from .hub import (
         CorruptCheckpointError,
-        FggpHubError,
         SparsityMismatchError,
         UnknownModelError,
         export,

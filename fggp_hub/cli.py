@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .constants import CONFIG_NAME, DENSE_WEIGHTS_NAME, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
+from .errors import FggpHubError
 from .version import __version__
 
 EXIT_USER_ERROR = 1
 
 
-class CliError(Exception):
+class CliError(FggpHubError):
     """A user error found by the command line itself (a missing option, a bad value)."""
 
 
@@ -176,30 +175,11 @@ def _emit(args, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-def _pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{100 * float(value):.{digits}f}%"
-
-
-def _size(n: int | None) -> str:
-    if not n:
-        return "-"
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-
-    def fmt(r):
-        return "  ".join(str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip()
-
-    return "\n".join([fmt(headers)] + [fmt(r) for r in rows])
-
-
 # =============================================================================== list
 def _cmd_list(args) -> int:
     from .hub.leaderboard import leaderboard
     from .hub.records import records_from_folders, records_from_zoo, unique_records
-    from .hub.render import leaderboard_text, write_zoo_markdown, zoo_markdown
+    from .hub.render import leaderboard_text, write_zoo_markdown, zoo_markdown, zoo_table_text
 
     records = records_from_zoo(args.pattern, args.hub, fetch=args.fetch)
     if args.folder:
@@ -220,81 +200,19 @@ def _cmd_list(args) -> int:
     if args.json:
         _emit(args, [r.to_dict() for r in records], "")
         return 0
-    if not records:
-        print("the zoo is empty" if not args.pattern else f"no zoo name matches {args.pattern!r}")
-        return 0
-    rows = []
-    for r in records:
-        top1 = "-" if r.top1 is None else f"{r.top1:.2f}" + ("" if r.accuracy_source in ("card", "eval_results.json", "config.json") else " (index)")
-        rows.append([r.name, r.backbone or "-", r.method or "-", _pct(r.sparsity if r.sparsity is not None else r.target_sparsity), top1, _size(r.compact_bytes), _size(r.dense_bytes),
-                     "yes" if r.available else "no"])
-    print(_table(["name", "backbone", "method", "sparsity", "top1 (%)", "compact", "dense", "available"], rows, right={3, 4, 5, 6}))
-    missing = [r for r in records if not r.available]
-    for r in missing:
-        print(f"  {r.name}: {r.status}")
+    print(zoo_table_text(records, args.pattern))
     return 0
 
 
 # =============================================================================== info / pull / push
 def _cmd_info(args) -> int:
     from .hub import load
-    from .hub.integrity import read_config
-    from .hub.records import card_results
-    from .pruning import sparsity_stats
+    from .hub.records import model_info
+    from .hub.render import model_info_text
 
     model = load(args.name, revision=args.revision, hub=args.hub, compact=not args.dense, force_download=args.force_download)
-    hub_info = dict(getattr(model, "hub_info", {}))
-    folder = Path(hub_info["folder"])
-    config = read_config(folder)
-    block = config["sparsity"]
-    stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
-    found, where = card_results(folder)
-    files = {name: (meta or {}).get("size") for name, meta in (block.get("files") or {}).items()}
-    info = {
-        "name": block.get("name") or args.name,
-        "source": args.name,
-        "repo_id": hub_info.get("repo_id"),
-        "revision": hub_info.get("revision"),
-        "hub": hub_info.get("hub"),
-        "folder": str(folder),
-        "verified": hub_info.get("weights"),
-        "architecture": config["architecture"],
-        "num_classes": config.get("num_classes"),
-        "method": block.get("method"),
-        "dataset": block.get("dataset"),
-        "sparsity": stats["sparsity"],
-        "target_sparsity": block.get("target_sparsity"),
-        "sparsity_all_params": stats["sparsity_all_params"],
-        "nonzero_params": stats["nonzero_params"],
-        "total_params": stats["total_params"],
-        "top1": found.get("top1"),
-        "top5": found.get("top5"),
-        "accuracy_source": where,
-        "results": block.get("results"),
-        "dense_top1": (block.get("dense_baseline") or {}).get("top1"),
-        "pruning": block.get("pruning"),
-        "files": files,
-        "layers": stats["layers"],
-    }
-    where_text = f"{info['repo_id']}@{(info['revision'] or '')[:12]} on {info['hub']}" if info["repo_id"] else info["folder"]
-    target = f" (target {_pct(info['target_sparsity'])})" if info["target_sparsity"] is not None else ""
-    lines = [
-        f"{info['name']}  ({where_text})",
-        f"  architecture  {info['architecture']} ({info['num_classes']} classes)",
-        f"  method        {info['method']}",
-        f"  dataset       {info['dataset']}",
-        f"  sparsity      {_pct(info['sparsity'], 4)} of prunable weights{target}, {_pct(info['sparsity_all_params'])} of all parameters",
-        f"  parameters    {info['nonzero_params']:,} of {info['total_params']:,} nonzero",
-        "  top-1         " + ("-" if info["top1"] is None else f"{info['top1']:.2f}% (from {where})")
-        + ("" if info["dense_top1"] is None else f", dense baseline {info['dense_top1']:.2f}%"),
-        "  files         " + ", ".join(f"{n} {_size(s)}" for n, s in files.items()),
-        f"  verified      {info['verified']}: sha256 and sparsity match config.json and the card",
-        "",
-    ]
-    rows = [[name, "x".join(str(s) for s in layer["shape"]), f"{layer['numel']:,}", f"{layer['zeros']:,}", _pct(layer["sparsity"])]
-            for name, layer in stats["layers"].items()]
-    lines.append(_table(["layer", "shape", "weights", "zeros", "sparsity"], rows, right={2, 3, 4}))
-    _emit(args, info, "\n".join(lines))
+    info = model_info(model, args.name)
+    _emit(args, info, model_info_text(info))
     return 0
 
 
@@ -329,165 +247,26 @@ def _cmd_push(args) -> int:
 
 
 # =============================================================================== export
-
-
-def _read_state_dict(path: Path) -> dict:
-    """A safetensors state_dict, without wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``)."""
-    if path.suffix != ".safetensors":
-        raise CliError(f"{path} is not a .safetensors file: only safetensors weights are read (never pickles)")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path), device="cpu")
-    except SafetensorError as err:
-        raise CliError(f"{path} is not a readable safetensors file ({' '.join(str(err).split())})") from None
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def _find_checkpoint(source: Path, step: int | None) -> tuple[Path | None, Path]:
-    """(run folder or None, checkpoint folder) of a run folder or one of its checkpoint folders."""
-    from .recipes.run_folder import CHECKPOINT_PREFIX, checkpoint_is_complete
-
-    if (source / "recipe.resolved.yaml").is_file():
-        root = source / "checkpoints"
-        named = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.name.split("_")[-1].isdigit()]
-        if not named:  # a run from before step-named checkpoints (step N then means checkpoint_N)
-            named = [p for p in root.glob("checkpoint_*") if p.name.split("_")[-1].isdigit()]
-        checkpoints = sorted((p for p in named if checkpoint_is_complete(p)), key=lambda p: int(p.name.split("_")[-1]))
-        if step is not None:
-            checkpoints = [p for p in checkpoints if int(p.name.split("_")[-1]) == step]
-        if not checkpoints:
-            what = f"checkpoint of step {step}" if step is not None else "complete checkpoint"
-            raise CliError(f"no {what} under {root}: train with train.checkpoint_every > 0")
-        return source, checkpoints[-1]
-    if (source / DENSE_WEIGHTS_NAME).is_file():
-        run = source.parent.parent if source.parent.name == "checkpoints" else None
-        return (run if run is not None and (run / "recipe.resolved.yaml").is_file() else None), source
-    raise CliError(f"{source} is neither a run folder (recipe.resolved.yaml) nor a checkpoint folder (model.safetensors)")
-
-
-def _num_classes(arch: str, state: dict) -> int | None:
-    import timm
-
-    try:
-        classifier = timm.models.get_pretrained_cfg(arch).classifier
-    except (AttributeError, RuntimeError):
-        return None
-    names = [classifier] if isinstance(classifier, str) else list(classifier or [])
-    for name in names:
-        weight = state.get(f"{name}.weight")
-        if weight is not None and weight.dim() >= 1:
-            return int(weight.shape[0])
-    return None
-
-
-def _build(arch: str, state: dict, num_classes: int | None, model_args: dict):
-    import timm
-
-    if not timm.is_model(arch):
-        raise CliError(f"unknown timm architecture {arch!r}: pass --model with a name timm.list_models() knows")
-    num_classes = num_classes or _num_classes(arch, state)
-    kwargs = dict(model_args)
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    model = timm.create_model(arch, pretrained=False, **kwargs)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise CliError(f"the weights do not fit {arch}: {str(err).splitlines()[-1].strip()}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CliError(f"the weights do not fit {arch} (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}): check --model")
-    return model.eval()
-
-
-def _read_json(path: str | Path, what: str) -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CliError(f"{what} file {path} not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise CliError(f"{what} file {path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise CliError(f"{what} file {path} must hold a JSON object such as {{\"top1\": 93.1}}")
-    return data
-
-
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
 def _cmd_export(args) -> int:
-    from .hub import export, push
-    from .pruning import sparsity_stats
+    from .hub import push
+    from .recipes.export_checkpoint import export_checkpoint
 
-    source = Path(args.checkpoint).expanduser()
-    if not source.exists():
-        raise CliError(f"checkpoint {source} does not exist: pass a run folder, one of its checkpoints/step_N folders or a .safetensors file")
-    kwargs: dict[str, Any] = {}
-    if source.is_file():
-        if not args.model:
-            raise CliError(f"{source} is a plain state_dict: pass --model ARCH (the timm architecture it belongs to)")
-        model = _build(args.model, _read_state_dict(source), args.num_classes, {})
-        kwargs.update(pruning=args.method, recipe=args.recipe)
-        results = _read_json(args.results, "results") if args.results else None
-        name = args.name
-    else:
-        from .recipes import RecipeError, load_recipe
+    folder, model = export_checkpoint(
+        args.checkpoint, args.out_dir, arch=args.model, num_classes=args.num_classes, step=args.step, name=args.name,
+        method=args.method, dataset=args.dataset, dense_top1=args.dense_top1, results_file=args.results,
+        recipe=args.recipe, total_steps=args.total_steps, command=args.train_command, warn=_warn,
+        variant=args.variant, repo_id=args.repo_id or args.push_to, compact=not args.no_compact, overwrite=not args.no_overwrite)
+    from .hub.integrity import read_export
+    from .hub.render import percent
 
-        run, checkpoint = _find_checkpoint(source, args.step)
-        state = _read_state_dict(checkpoint / DENSE_WEIGHTS_NAME)
-        if run is None:  # a lone checkpoint folder: like a plain file
-            if not args.model:
-                raise CliError(f"{checkpoint} is not inside a run folder (no recipe.resolved.yaml): pass --model ARCH")
-            model = _build(args.model, state, args.num_classes, {})
-            kwargs.update(pruning=args.method, recipe=args.recipe)
-            results = _read_json(args.results, "results") if args.results else None
-            name = args.name
-        else:
-            cfg = load_recipe(run / RESOLVED_RECIPE_NAME)
-            model = _build(args.model or cfg.model, state, args.num_classes or cfg.num_classes, cfg.model_args)
-            newest = _find_checkpoint(run, None)[1] == checkpoint
-            results = None
-            if args.results:
-                results = _read_json(args.results, "results")
-            elif (run / RUN_RESULTS_NAME).is_file():
-                run_results = _read_json(run / RUN_RESULTS_NAME, "results")
-                measured = sparsity_stats(model, include_first_conv=cfg.pruning.include_first_conv)["sparsity"]
-                if newest and abs(float(run_results.get("sparsity", -1)) - measured) <= 1e-6:
-                    results = run_results
-                else:
-                    _warn(f"{run / RUN_RESULTS_NAME} belongs to the end of the run, not to {checkpoint.name}: exporting without results")
-            from .recipes.export_run import run_export_kwargs
-
-            try:  # the run folder records what to write (run_info.json); older runs are rebuilt from the recipe
-                settings = run_export_kwargs(run, results=results, total_steps=args.total_steps)
-            except RecipeError as err:
-                raise CliError(str(err)) from None
-            name = args.name or settings.pop("name")
-            settings.pop("name", None)
-            if args.method is not None:
-                settings["pruning"] = {**settings["pruning"], "method": args.method}
-            if args.recipe:
-                settings["recipe"] = args.recipe
-            command = settings.pop("command")
-            if args.train_command is None:
-                args.train_command = command
-            kwargs.update(settings)
-    if args.dataset is not None:
-        kwargs["dataset"] = args.dataset
-    if args.dense_top1 is not None:
-        kwargs["dense_top1"] = args.dense_top1
-    folder = export(model, args.out_dir, results=results, command=args.train_command, name=name, variant=args.variant,
-                    repo_id=args.repo_id or args.push_to, compact=not args.no_compact, overwrite=not args.no_overwrite, **kwargs)
-    block = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["sparsity"]
-    out = {"folder": str(folder), "name": block["name"], "architecture": model.pretrained_cfg.get("architecture"),
-           "sparsity": block["sparsity"], "results": block.get("results")}
-    text = f"exported {block['name']} to {folder} (sparsity {_pct(block['sparsity'], 4)})"
+    record = read_export(folder)[1]
+    out = {"folder": str(folder), "name": record.name, "architecture": model.pretrained_cfg.get("architecture"),
+           "sparsity": record.sparsity, "results": record.results}
+    text = f"exported {record.name} to {folder} (sparsity {percent(record.sparsity, 4)})"
     if args.push_to:
         revision = push(folder, args.push_to, hub=args.hub, overwrite=args.overwrite_repo)
         out.update(repo_id=args.push_to, revision=revision)
@@ -497,45 +276,11 @@ def _cmd_export(args) -> int:
 
 
 # =============================================================================== eval
-def _tolerances(values: list[str]) -> dict[str, float] | None:
-    out: dict[str, float] = {}
-    for raw in values:
-        key, eq, value = raw.partition("=")
-        if not eq:
-            key, value = "", raw
-        try:
-            number = float(value)
-        except ValueError:
-            raise CliError(f"--tolerance {raw!r}: expected a number or METRIC=NUMBER, e.g. 0.5 or top1=0.5") from None
-        if not math.isfinite(number) or number < 0:
-            raise CliError(f"--tolerance {raw!r}: must be a finite number >= 0")
-        if key:
-            out[key.strip()] = number
-        else:
-            out["top1"] = out["top5"] = number
-    return out or None
-
-
-def _fmt_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1 else f"{value:,.4f}".rstrip("0").rstrip(".")
-    return str(value)
-
-
-#: Numbers in evaluate_model's results that describe the run, not the model (shown with --json only).
-_SETTINGS = {"batch_size", "num_processes", "torch_threads", "dataset_size", "prunable_params"}
-
-
 def _cmd_eval(args) -> int:
     from .eval import card_metrics, compare_with_card, evaluate_model, save_results, write_results_to_card
+    from .eval.card_compare import comparison_text, parse_tolerances
 
-    tolerances = _tolerances(args.tolerance)
+    tolerances = parse_tolerances(args.tolerance)
     if args.num_images is not None and args.num_images < 1:
         raise CliError("--num-images must be >= 1")
     if args.batch_size < 1:
@@ -559,17 +304,7 @@ def _cmd_eval(args) -> int:
     if args.update_card:
         write_results_to_card(args.name, measured, hub=args.hub)
     data = {"name": args.name, "measured": measured, "card": card, "comparison": rows, "ok": not failed}
-    compared = {r["metric"] for r in rows}
-    lines = [_table(
-        ["metric", "card", "measured", "diff", "tolerance", ""],
-        [[r["metric"], _fmt_value(r.get("card")), _fmt_value(r.get("measured")), _fmt_value(r.get("diff")),
-          _fmt_value(r.get("tolerance")), "ok" if r.get("ok") else "DIFFERS"] for r in rows],
-        right={1, 2, 3, 4},
-    )]
-    extra = {k: v for k, v in measured.items()
-             if k not in compared and k not in _SETTINGS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if extra:
-        lines += ["", "measured only:"] + [f"  {k:<26}{_fmt_value(v)}" for k, v in extra.items()]
+    lines = [comparison_text(rows, measured)]
     if args.output:
         lines.append(f"saved {args.output}")
     if args.update_card:
@@ -617,23 +352,17 @@ _COMMANDS = {"list": _cmd_list, "info": _cmd_info, "pull": _cmd_pull, "push": _c
              "export": _cmd_export, "eval": _cmd_eval, "card": _cmd_card, "onnx": _cmd_onnx}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix (a bad name, a missing file, no network): one line, exit 1."""
-    from .data.errors import DataSourceError
-    from .hub.errors import FggpHubError
-    from .recipes import RecipeError
+def _is_user_error(err: BaseException) -> bool:
+    """The CLI's error table: True for errors the user is to fix (one line, exit 1), False for bugs (a traceback).
 
-    from .onnx import OnnxExportError
-
-    errors: list[type[BaseException]] = [CliError, FggpHubError, DataSourceError, RecipeError, OSError, ValueError, LookupError,
-                                         OnnxExportError]
-    try:
-        from . import eval as _eval
-
-        errors += [e for e in vars(_eval).values() if isinstance(e, type) and issubclass(e, Exception) and e.__name__.endswith("Error")]
-    except ImportError:
-        pass
-    return tuple(errors)
+    Only errors raised on purpose count: fggp-hub's own (:class:`~fggp_hub.errors.FggpHubError`:
+    hub, data, recipes, eval, onnx, sparse inference and the CLI's), and
+    an ``OSError`` that names the file it failed on (a path the user gave: missing, unreadable,
+    a folder). A bare ``KeyError``, ``ValueError`` or ``TypeError`` is a bug and keeps its traceback.
+    """
+    if isinstance(err, FggpHubError):
+        return True
+    return isinstance(err, OSError) and getattr(err, "filename", None) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -652,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - filtered just below
-        if not isinstance(err, _user_errors()):
+        if not _is_user_error(err):
             raise
         message = " ".join(str(err).split()) or err.__class__.__name__
         print(f"error: {message}", file=sys.stderr)

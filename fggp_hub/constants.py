@@ -67,6 +67,8 @@ ENV_DATA_CACHE = "FGGP_DATA_CACHE"
 ENV_NATIVE = "FGGP_HUB_NATIVE"
 #: Folder of compiled native kernels (default: ``<home>/native``).
 ENV_NATIVE_CACHE = "FGGP_HUB_NATIVE_CACHE"
+#: "0" leaves glibc's malloc settings alone (sparse inference keeps freed activations by default).
+ENV_MALLOC_TUNE = "FGGP_HUB_MALLOC_TUNE"
 
 
 def home_dir() -> Path:

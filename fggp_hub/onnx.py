@@ -19,6 +19,7 @@ from torch import nn
 
 from ._io import atomic_path
 from .constants import ONNX_NAME
+from .errors import FggpHubError
 from .inference.fold import fold_batchnorms
 
 __all__ = ["to_onnx", "ONNX_FILE", "OnnxExportError"]
@@ -28,11 +29,8 @@ ONNX_FILE = ONNX_NAME
 _DEFAULT_OPSET = 17
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(FggpHubError, RuntimeError):
     """The ONNX file could not be written (missing ``onnx`` package, an unsupported op); one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 def _input_size(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:

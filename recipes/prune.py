@@ -38,7 +38,7 @@ from fggp_hub.data import (BatchNormalize, dataset_label, load_cifar10, load_ima
 from fggp_hub.pruning import CubicSchedule, Pruner, sparsity_stats
 from fggp_hub._io import write_text_atomic
 from fggp_hub.constants import CIFAR10_MEAN, CIFAR10_STD, RESOLVED_RECIPE_NAME, RUN_RESULTS_NAME
-from fggp_hub.recipes import RecipeError, default_export_name, load_recipe, recipe_to_dict
+from fggp_hub.recipes import RecipeError, RunError, default_export_name, load_recipe, recipe_to_dict
 from fggp_hub.recipes import run_folder
 from fggp_hub.recipes.export_run import RUN_INFO, export_run, write_run_info
 
@@ -200,6 +200,15 @@ def _run_command(recipe_path: Path, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a recipe; a user error (a bad recipe: exit 2; data, model or launcher that do not fit: exit 1) is one line."""
+    try:
+        return _run(argv)
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         recipe_path, overrides, overwrite = parse_args(argv)
@@ -231,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     expected = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != expected:
-        raise SystemExit(
-            f"error: the launcher asked for {expected} processes but accelerate runs {accelerator.num_processes}: "
+        raise RunError(
+            f"the launcher asked for {expected} processes but accelerate runs {accelerator.num_processes}: "
             "on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N"
         )
     set_seed(cfg.seed)
@@ -246,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     processes, accumulation = accelerator.num_processes, cfg.train.gradient_accumulation_steps
     per_process_batch = cfg.train.batch_size // (processes * accumulation)
     if per_process_batch * processes * accumulation != cfg.train.batch_size:
-        raise SystemExit(f"error: train.batch_size={cfg.train.batch_size} does not split evenly over "
+        raise RunError(f"train.batch_size={cfg.train.batch_size} does not split evenly over "
                          f"{processes} processes x {accumulation} accumulation steps")
     if cfg.data.streaming:  # ImageNet-size data: decoded on the fly by workers, nothing held in memory
         if not cfg.data.image_size:
-            raise SystemExit("error: data.streaming needs data.image_size (e.g. 224)")
+            raise RunError("data.streaming needs data.image_size (e.g. 224)")
         model = _create_model(cfg, cfg.num_classes or 1000)
         mean, std = tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
         with accelerator.main_process_first():
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     train = load_image_dataset(cfg.data.dataset, cfg.data.train_split, **data_kwargs)
                     test = load_image_dataset(cfg.data.dataset, cfg.data.test_split, **data_kwargs)
             except (DataSourceError, CacheCorruptedError, ValueError) as err:
-                raise SystemExit(f"error: data.dataset {cfg.data.dataset!r}: {_first_line(err)}") from None
+                raise RunError(f"data.dataset {cfg.data.dataset!r}: {_first_line(err)}") from None
         if cfg.data.train_subset:
             train = train.subset(slice(0, cfg.data.train_subset))
         if cfg.data.test_subset:
@@ -295,16 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     steps_per_epoch = len(loader) // accumulation
     total_steps = steps_per_epoch * cfg.train.epochs
     if steps_per_epoch < 1:
-        raise SystemExit(f"error: {len(train)} training images make no full batch of {cfg.train.batch_size}")
+        raise RunError(f"{len(train)} training images make no full batch of {cfg.train.batch_size}")
     if len(loader) % accumulation:
-        raise SystemExit(f"error: {len(loader)} batches per epoch do not split into optimizer steps of "
+        raise RunError(f"{len(loader)} batches per epoch do not split into optimizer steps of "
                          f"{accumulation} accumulated batches: change train.batch_size or gradient_accumulation_steps")
     normalize = BatchNormalize(mean, std, channels_last=cfg.train.channels_last).to(accelerator.device)
     if cfg.init_from:  # sparse fine-tuning: start from a published checkpoint, its zeros are the mask
         try:
             source = fggp_hub.load(cfg.init_from, hub=cfg.export.hub)
         except fggp_hub.FggpHubError as e:
-            raise SystemExit(f"error: init_from: {e}") from None
+            raise RunError(f"init_from: {e}") from None
         target = model.state_dict()  # a head of another shape (new classes) starts fresh
         state = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
         missing = model.load_state_dict(state, strict=False)
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                             anneal_initial=p.anneal_initial, anneal_final=p.anneal_final,
                             include_first_conv=p.include_first_conv, seed=cfg.seed, check_sync=p.check_sync)
         except ValueError as e:  # e.g. r too small for the schedule: one line naming the fix
-            raise SystemExit(f"error: pruning: {e}") from None
+            raise RunError(f"pruning: {e}") from None
     run = RunState()
     accelerator.register_for_checkpointing(scheduler, pruner, run)
     if main_process and not (out_dir / RUN_INFO).is_file():  # what only the runner knows, for export_run
@@ -522,17 +531,17 @@ def _first_line(err: BaseException) -> str:
 def _create_model(cfg, num_classes: int):
     """timm.create_model, with an unknown name or bad arguments as one line instead of a traceback."""
     if num_classes < 1:
-        raise SystemExit(f"error: num_classes must be >= 1, got {num_classes}")
+        raise RunError(f"num_classes must be >= 1, got {num_classes}")
     try:
         return timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
     except RuntimeError as err:
         if "Unknown model" in str(err):
             close = timm.list_models(f"*{cfg.model.split('_')[-1]}*")[:4]
             hint = f" (close: {', '.join(close)})" if close else ""
-            raise SystemExit(f"error: model: {cfg.model!r} is not a timm architecture{hint}") from None
+            raise RunError(f"model: {cfg.model!r} is not a timm architecture{hint}") from None
         raise
     except TypeError as err:
-        raise SystemExit(f"error: model_args for {cfg.model}: {_first_line(err)}") from None
+        raise RunError(f"model_args for {cfg.model}: {_first_line(err)}") from None
 
 
 def _fit_input_size(model, name: str, size: tuple[int, int], resize: list) -> None:
@@ -550,7 +559,7 @@ def _fit_input_size(model, name: str, size: tuple[int, int], resize: list) -> No
             for h, w in sizes:
                 model(torch.zeros(1, channels, h, w))
     except RuntimeError as err:
-        raise SystemExit(f"error: {name} cannot take {h}x{w} images ({_first_line(err)}): set data.image_size "
+        raise RunError(f"{name} cannot take {h}x{w} images ({_first_line(err)}): set data.image_size "
                          "to a size it accepts (e.g. 32 for the CIFAR backbones)") from None
     finally:
         model.train(was_training)

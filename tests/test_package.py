@@ -112,3 +112,34 @@ def test_write_text_atomic(tmp_path):
             raise RuntimeError("writer failed")
     assert target.read_text(encoding="utf-8") == "two\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]  # no temporary file left behind
+
+
+def test_one_error_root_keeps_the_builtin_bases():
+    """Every error fggp-hub raises on purpose derives from fggp_hub.errors.FggpHubError, and keeps the
+    builtin base older ``except`` clauses rely on; the root carries optional repo_id / path / key."""
+    from fggp_hub.cli import CliError
+    from fggp_hub.data.cache import CacheCorruptedError
+    from fggp_hub.data.errors import DatasetFormatError, DatasetUnavailableError
+    from fggp_hub.errors import FggpHubError
+    from fggp_hub.eval.errors import CardError, EvalError
+    from fggp_hub.hub import errors as hub_errors
+    from fggp_hub.onnx import OnnxExportError
+    from fggp_hub.recipes import RecipeError, RunError
+
+    assert fggp_hub.FggpHubError is FggpHubError is hub_errors.FggpHubError
+    pairs = [(CliError, Exception), (CacheCorruptedError, RuntimeError), (DatasetUnavailableError, OSError),
+             (DatasetFormatError, ValueError), (CardError, ValueError), (EvalError, ValueError),
+             (OnnxExportError, RuntimeError), (RecipeError, ValueError), (RunError, RuntimeError),
+             (hub_errors.NotInCacheError, FileNotFoundError), (hub_errors.UnknownModelError, LookupError),
+             (hub_errors.CorruptCheckpointError, ValueError), (hub_errors.RepoExistsError, FileExistsError)]
+    for cls, builtin in pairs:
+        assert issubclass(cls, FggpHubError) and issubclass(cls, builtin), cls
+    err = hub_errors.RepoNotFoundError("repo  'a/b'\n not found", repo_id="a/b", path=Path("x"), key="k")
+    assert str(err) == "repo 'a/b' not found" and (err.repo_id, err.path, err.key) == ("a/b", "x", "k")
+    plain = RecipeError("train.epochs: bad")
+    assert (plain.repo_id, plain.path, plain.key) == (None, None, None)
+
+
+def test_the_runner_raises_typed_errors_not_system_exit():
+    text = (PACKAGE.parent / "recipes" / "prune.py").read_text(encoding="utf-8")
+    assert "SystemExit(" not in text and "raise RunError(" in text

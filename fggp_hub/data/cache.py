@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from .._io import atomic_path
 from ..constants import ENV_DATA_CACHE as CACHE_DIR_ENV
 from ..constants import home_dir
+from ..errors import FggpHubError
 
 __all__ = ["CACHE_DIR_ENV", "CacheCorruptedError", "ImageTensors", "default_cache_dir", "read_cache", "write_cache"]
 
@@ -31,7 +32,7 @@ _FORMAT = "fggp-hub-image-cache"
 _VERSION = "1"
 
 
-class CacheCorruptedError(RuntimeError):
+class CacheCorruptedError(FggpHubError, RuntimeError):
     """A cache file exists but cannot be trusted (truncated, altered, other format)."""
 
 

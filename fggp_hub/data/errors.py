@@ -6,10 +6,12 @@ derive from the builtin a caller would expect (``OSError`` for "cannot reach it"
 """
 from __future__ import annotations
 
+from ..errors import FggpHubError
+
 __all__ = ["DataSourceError", "DatasetFormatError", "DatasetUnavailableError"]
 
 
-class DataSourceError(Exception):
+class DataSourceError(FggpHubError):
     """Base class: a data source could not be turned into image tensors."""
 
 

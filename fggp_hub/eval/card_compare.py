@@ -12,11 +12,12 @@ replaced; otherwise appended).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from .._io import write_text_atomic
 from ..constants import CARD_NAME, CONFIG_NAME
 from ..constants import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..hub.card import METRIC_NAMES, METRIC_TYPES
-from .errors import CardError
+from ..hub.integrity import read_export
+from .errors import CardError, EvalError
 
-__all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "write_results_to_card"]
+__all__ = ["DEFAULT_TOLERANCES", "card_metrics", "compare_with_card", "comparison_text", "parse_tolerances",
+           "write_results_to_card"]
 
 
 #: model-index metric ``type`` -> result key (the first type of a key is the one written).
@@ -125,14 +128,14 @@ def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: s
     from huggingface_hub import metadata_load
 
     folder, where = _card_folder(folder_or_name, hub, revision)
-    block = _read_json(folder / CONFIG_NAME).get("sparsity") or {}
+    info = read_export(folder)[1] if (folder / CONFIG_NAME).is_file() else None
     out: dict[str, Any] = {}
     for key in ("sparsity", "sparsity_all_params", "nonzero_params", "total_params", "prunable_params", "dataset"):
-        if block.get(key) is not None:
-            out[key] = block[key]
-    if block.get("name"):
-        out["model"] = block["name"]
-    for source in (block.get("results") or {}, _read_json(folder / RESULTS_NAME)):
+        if info is not None and getattr(info, key) is not None:
+            out[key] = getattr(info, key)
+    if info is not None and info.name:
+        out["model"] = info.name
+    for source in ((info.results if info is not None else None) or {}, _read_json(folder / RESULTS_NAME)):
         for key in ("top1", "top5", "loss", "num_images", "split", "dataset"):
             if source.get(key) is not None:
                 out[key] = source[key]
@@ -176,6 +179,60 @@ def compare_with_card(measured: Mapping[str, Any], card: Mapping[str, Any], tole
         limit = float(tol[key])
         rows.append({"metric": key, "card": want, "measured": have, "diff": diff, "tolerance": limit, "ok": abs(diff) <= limit + 1e-12})
     return rows
+
+
+def parse_tolerances(values: Sequence[str]) -> dict[str, float] | None:
+    """``["0.2", "sparsity=1e-6"]`` -> ``{"top1": 0.2, "top5": 0.2, "sparsity": 1e-6}`` (a bare number is for accuracies)."""
+    out: dict[str, float] = {}
+    for raw in values:
+        key, eq, value = raw.partition("=")
+        if not eq:
+            key, value = "", raw
+        try:
+            number = float(value)
+        except ValueError:
+            raise EvalError(f"--tolerance {raw!r}: expected a number or METRIC=NUMBER, e.g. 0.5 or top1=0.5") from None
+        if not math.isfinite(number) or number < 0:
+            raise EvalError(f"--tolerance {raw!r}: must be a finite number >= 0")
+        if key:
+            out[key.strip()] = number
+        else:
+            out["top1"] = out["top5"] = number
+    return out or None
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1 else f"{value:,.4f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+#: Numbers in evaluate_model's results that describe the run, not the model (shown with --json only).
+_SETTINGS = {"batch_size", "num_processes", "torch_threads", "dataset_size", "prunable_params"}
+
+
+def comparison_text(rows: Sequence[Mapping[str, Any]], measured: Mapping[str, Any]) -> str:
+    """``fggp-hub eval``'s table of :func:`compare_with_card` rows, then the measured numbers the card has not."""
+    from ..hub.render import text_table
+
+    compared = {r["metric"] for r in rows}
+    lines = [text_table(
+        ["metric", "card", "measured", "diff", "tolerance", ""],
+        [[r["metric"], _fmt_value(r.get("card")), _fmt_value(r.get("measured")), _fmt_value(r.get("diff")),
+          _fmt_value(r.get("tolerance")), "ok" if r.get("ok") else "DIFFERS"] for r in rows],
+        right={1, 2, 3, 4},
+    )]
+    extra = {k: v for k, v in measured.items()
+             if k not in compared and k not in _SETTINGS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if extra:
+        lines += ["", "measured only:"] + [f"  {k:<26}{_fmt_value(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- writing
@@ -264,19 +321,16 @@ def write_results_to_card(
     """Merge measured ``top1``/``top5``/``loss`` into the card's ``model-index`` (and ``eval_results.json``).
 
     - an export folder: README.md and eval_results.json are rewritten atomically; returns the folder;
-    - a repo on a local hub: the commit's files with the updated ones are pushed as a new
-      commit of branch ``revision`` (default main); returns its sha;
-    - a repo on a Hugging Face-style hub: README.md and eval_results.json are fetched,
-      merged and committed to that endpoint (``huggingface_hub.metadata_update`` has no
-      endpoint argument, so the same merge is done here); returns the commit sha.
+    - a repo on a hub: README.md and eval_results.json are fetched, merged and committed to
+      branch ``revision`` (default main) with :meth:`Hub.commit <fggp_hub.hub.hubs.Hub.commit>`
+      (``huggingface_hub.metadata_update`` has no endpoint argument, so the same merge is
+      done here); returns the commit sha.
 
     Results on the first n images of a split (``num_images < dataset_size``) are written
     with split ``"<split>[:n]"``, next to (not over) the full split's figures, and leave
     eval_results.json alone.
     """
-    from huggingface_hub import CommitOperationAdd
-
-    from ..hub.hubs import HfHub, LocalHub, _client_errors, get_hub, push
+    from ..hub.hubs import get_hub
     from ..hub.load import resolve_source
 
     source = resolve_source(name_or_folder, hub=hub)
@@ -295,19 +349,14 @@ def write_results_to_card(
     message = commit_message or "Update evaluation results"
     with tempfile.TemporaryDirectory(prefix="fggp-card-") as tmp:
         work = Path(tmp) / "repo"
-        if isinstance(hub_obj, LocalHub):
-            shutil.copytree(hub_obj.pull(repo_id, branch), work)
-            _update_folder(work, results)
-            return push(work, repo_id, hub=hub_obj, revision=branch, commit_message=message)
-        if not isinstance(hub_obj, HfHub):
-            raise CardError(f"cannot update cards on {hub_obj.describe()}: use a local folder, a local hub or a Hugging Face-style hub")
-        shutil.copytree(hub_obj.pull(repo_id, branch, files=[CARD_NAME, RESULTS_NAME]), work)
+        work.mkdir()
+        source = hub_obj.pull(repo_id, branch, files=[CARD_NAME, RESULTS_NAME])
+        for name in (CARD_NAME, RESULTS_NAME):  # only the files the merge reads and rewrites
+            if (source / name).is_file():
+                shutil.copyfile(source / name, work / name)
         changed = _update_folder(work, results)
         try:
-            info = hub_obj._api().create_commit(
-                repo_id, [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(work / n)) for n in changed],
-                commit_message=message, revision=branch,
-            )
-        except _client_errors() as err:
-            raise hub_obj._translate(err, repo_id, branch, "push") from None
-        return info.oid
+            return hub_obj.commit(repo_id, {name: work / name for name in changed}, message, revision=branch)
+        except NotImplementedError:
+            raise CardError(f"cannot update cards on {hub_obj.describe()}: use a local folder, a local hub or a "
+                            "Hugging Face-style hub") from None

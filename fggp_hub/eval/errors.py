@@ -1,7 +1,7 @@
 """Typed errors of the evaluation: one line each, saying what was wrong and what to do."""
 from __future__ import annotations
 
-from ..hub.errors import FggpHubError
+from ..errors import FggpHubError
 
 __all__ = ["EvalError", "CardError"]
 

@@ -82,10 +82,13 @@ def _resolve_model(model_or_name: Any, hub: Any, revision: str | None, device: t
         "folder": hub_info.get("folder"),
         "include_first_conv": False,
     }
-    if info["folder"]:  # what the card's sparsity counted
-        from ..hub.integrity import read_config
+    record = getattr(inner, "sparsity_info", None)
+    if record is not None:  # what the card's sparsity counted
+        info["include_first_conv"] = record.include_first_conv
+    elif info["folder"]:
+        from ..hub.integrity import read_export
 
-        info["include_first_conv"] = bool(read_config(info["folder"])["sparsity"].get("include_first_conv", False))
+        info["include_first_conv"] = read_export(info["folder"])[1].include_first_conv
     model.to(device)
     return model, info
 

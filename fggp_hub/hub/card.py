@@ -18,6 +18,7 @@ from ..constants import CARD_NAME, CONFIG_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
 from ..constants import ENV_CARD_TEMPLATE as ENV_TEMPLATE
 from ..constants import LAYER_PLOT_NAME as LAYER_PLOT
 from ..constants import SCHEDULE_PLOT_NAME as SCHEDULE_PLOT
+from .sparsity_info import SparsityInfo
 
 __all__ = [
     "LAYER_PLOT",
@@ -79,18 +80,17 @@ def _figure(width: float, height: float):
     return fig
 
 
-def plot_layer_sparsity(block: Mapping[str, Any], path: str | Path) -> Path:
+def plot_layer_sparsity(info: SparsityInfo, path: str | Path) -> Path:
     """Horizontal bars: sparsity of each prunable layer, with the global sparsity marked."""
-    layers = block.get("layers") or {}
-    names = list(layers)
-    values = [100.0 * float(layers[n]["sparsity"]) for n in names]
+    names = list(info.layers)
+    values = [100.0 * float(info.layers[n].sparsity) for n in names]
     fig = _figure(8.0, max(2.5, 0.22 * len(names) + 1.2))
     ax = fig.add_subplot(1, 1, 1)
     positions = list(range(len(names)))[::-1]
     ax.barh(positions, values, color="#4c72b0")
     ax.set_yticks(positions)
     ax.set_yticklabels([n.removesuffix(".weight") for n in names], fontsize=7)
-    ax.axvline(100.0 * float(block["sparsity"]), color="#c44e52", linestyle="--", label=f"global {100 * float(block['sparsity']):.2f}%")
+    ax.axvline(100.0 * float(info.sparsity), color="#c44e52", linestyle="--", label=f"global {100 * float(info.sparsity):.2f}%")
     ax.set_xlim(0, 100)
     ax.set_xlabel("sparsity (%)")
     ax.set_title("Per-layer sparsity of prunable weights")
@@ -184,6 +184,7 @@ def _gmacs(n: int | None) -> str:
 
 def make_card(
     config: Mapping[str, Any],
+    info: SparsityInfo,
     *,
     name: str,
     repo_id: str | None = None,
@@ -191,22 +192,21 @@ def make_card(
     plots: Mapping[str, str] | None = None,
     template: str | Path | None = None,
 ):
-    """A ``huggingface_hub.ModelCard`` for an export folder described by ``config`` (config.json)."""
+    """A ``huggingface_hub.ModelCard`` for an export folder described by ``config`` (config.json) and its record ``info``."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from .integrity import COMPACT_WEIGHTS, DENSE_WEIGHTS
     from .zoo import dataset_short_name, sparsity_tag
 
-    block = config["sparsity"]
     plots = dict(plots or {})
-    dataset = block.get("dataset") or "unknown"
+    dataset = info.dataset or "unknown"
     data_id = dataset_hub_id(dataset)
-    results = block.get("results") or {}
+    results = info.results or {}
     top1 = results.get("top1")
-    dense = block.get("dense_baseline") or {}
-    method = block.get("method") or "unknown"
-    target = block.get("target_sparsity")
-    sparsity = float(block["sparsity"])
+    dense = info.dense_baseline or {}
+    method = info.method or "unknown"
+    target = info.target_sparsity
+    sparsity = float(info.sparsity)
     repo = repo_id or f"<org>/{name}"
 
     eval_results = []
@@ -237,25 +237,26 @@ def make_card(
         model_name=name,
         eval_results=eval_results or None,
         sparsity=sparsity,
-        sparsity_all_params=float(block.get("sparsity_all_params", 0.0)),
+        sparsity_all_params=float(info.sparsity_all_params if info.sparsity_all_params is not None else 0.0),
         pruning_method=method,
     )
 
-    files = block.get("files") or {}
-    dense_size = (files.get(DENSE_WEIGHTS) or {}).get("size")
-    compact_size = (files.get(COMPACT_WEIGHTS) or {}).get("size")
+    dense_size = info.dense_file.size if info.dense_file else None
+    compact_size = info.compact_file.size if info.compact_file else None
+    total_params = info.total_params if info.total_params is not None else 0
+    nonzero_params = info.nonzero_params if info.nonzero_params is not None else 0
     summary_rows = [
         ("Top-1 accuracy", f"{dense['top1']:.2f}%" if isinstance(dense.get("top1"), (int, float)) else "n/a", f"{top1:.2f}%" if isinstance(top1, (int, float)) else "n/a"),
         ("Sparsity (prunable weights)", "0.00%", _pct(sparsity)),
-        ("Sparsity (all parameters)", "0.00%", _pct(block.get("sparsity_all_params"))),
-        ("Non-zero parameters", f"{block.get('total_params', 0):,}", f"{block.get('nonzero_params', 0):,}"),
+        ("Sparsity (all parameters)", "0.00%", _pct(info.sparsity_all_params)),
+        ("Non-zero parameters", f"{total_params:,}", f"{nonzero_params:,}"),
         ("Weights on disk", _fmt_bytes(dense_size) + " (model.safetensors)", (_fmt_bytes(compact_size) + " (model.sparse.safetensors)") if compact_size else "n/a"),
     ]
-    macs = block.get("macs") or {}
+    macs = info.macs or {}
     size = "x".join(str(v) for v in (macs.get("input_size") or [])[1:]) or "?"
     stats_rows = [
-        ("Parameters", f"{block.get('total_params', 0):,}"),
-        ("Non-zero parameters", f"{block.get('nonzero_params', 0):,}"),
+        ("Parameters", f"{total_params:,}"),
+        ("Non-zero parameters", f"{nonzero_params:,}"),
         (f"GMACs per image ({size}), dense", _gmacs(macs.get("dense"))),
         (f"GMACs per image ({size}), effective (non-zero weights only)", _gmacs(macs.get("effective"))),
         ("model.sparse.safetensors", _fmt_bytes(compact_size) if compact_size else "n/a"),
@@ -272,14 +273,14 @@ def make_card(
     layers = [
         {
             "name": layer_name,
-            "shape": "x".join(str(s) for s in info.get("shape", [])),
-            "numel": f"{int(info.get('numel', 0)):,}",
-            "zeros": f"{int(info.get('zeros', 0)):,}",
-            "sparsity": _pct(info.get("sparsity")),
+            "shape": "x".join(str(s) for s in layer.shape or ()),
+            "numel": f"{int(layer.numel or 0):,}",
+            "zeros": f"{int(layer.zeros or 0):,}",
+            "sparsity": _pct(layer.sparsity),
         }
-        for layer_name, info in (block.get("layers") or {}).items()
+        for layer_name, layer in info.layers.items()
     ]
-    pruning = {k: v for k, v in (block.get("pruning") or {}).items() if k != "schedule"}
+    pruning = {k: v for k, v in (info.pruning or {}).items() if k != "schedule"}
     kwargs = dict(
         model_name=name,
         repo_id=repo,
@@ -289,27 +290,27 @@ def make_card(
         summary=summary,
         summary_rows=summary_rows,
         stats_rows=stats_rows,
-        protocol_note=protocol_note(block.get("recipe"), results),
+        protocol_note=protocol_note(info.recipe, results),
         dense_known=bool(dense),
         method=method,
         dataset=dataset,
         dataset_id=data_id,
         sparsity=_pct(sparsity, 4),
         target_sparsity=_pct(target) if target is not None else None,
-        include_first_conv=bool(block.get("include_first_conv", False)),
+        include_first_conv=info.include_first_conv,
         layers=layers,
         layer_plot=plots.get("layers"),
         schedule_plot=plots.get("schedule"),
-        schedule=_display(block.get("schedule")),
+        schedule=_display(info.schedule),
         pruning=_display(pruning),
         recipe_text=(recipe_text or "").rstrip() or None,
-        command=block.get("command"),
+        command=info.command,
         results=results,
         dense_file=DENSE_WEIGHTS,
         compact_file=COMPACT_WEIGHTS if compact_size else None,
-        compact_format=(files.get(COMPACT_WEIGHTS) or {}).get("format"),
+        compact_format=info.compact_file.format if info.compact_file else None,
         citation=CITATION,
-        fggp_hub_version=block.get("fggp_hub_version"),
+        fggp_hub_version=info.fggp_hub_version,
     )
     return ModelCard.from_template(card_data, template_path=str(template_path(template)), **kwargs)
 
@@ -333,11 +334,10 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
     """
     import json
 
-    from .integrity import read_config
+    from .integrity import read_export
 
     folder = Path(folder)
-    config = read_config(folder)
-    block = dict(config["sparsity"])
+    config, info = read_export(folder)
     results_path = folder / EVAL_RESULTS_NAME
     if results_path.is_file():
         try:
@@ -347,13 +347,14 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
 
             raise CorruptCheckpointError(f"{results_path} is not valid JSON: fix or delete it") from None
         if isinstance(extra, dict):
-            block["results"] = {**(block.get("results") or {}), **{k: v for k, v in extra.items() if k != "dataset"}}
-    recipe_path = folder / (block.get("recipe_file") or RECIPE_NAME)
+            info = info.replace(results={**(info.results or {}), **{k: v for k, v in extra.items() if k != "dataset"}})
+    recipe_path = folder / (info.recipe_file or RECIPE_NAME)
     recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
     plots = {kind: name for kind, name in (("layers", LAYER_PLOT), ("schedule", SCHEDULE_PLOT)) if (folder / name).is_file()}
-    name = block.get("name") or folder.name
+    name = info.name or folder.name
     return make_card(
-        {**config, "sparsity": block},
+        config,
+        info,
         name=name,
         repo_id=repo_id or _card_repo_id(folder / CARD_NAME),
         recipe_text=recipe_text,
@@ -371,13 +372,15 @@ def record_dense_baseline(folder: str | Path, top1: float) -> Path:
     import json
     import math
 
-    from .integrity import read_config
+    from .integrity import read_export
 
     if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1) or not 0 <= top1 <= 100:
-        raise ValueError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
+        from .errors import ExportError
+
+        raise ExportError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
     folder = Path(folder)
-    config = read_config(folder)
-    config["sparsity"]["dense_baseline"] = {"top1": float(top1)}
+    config, info = read_export(folder)
+    config = info.replace(dense_baseline={"top1": float(top1)}).into_config(config)
     path = folder / CONFIG_NAME
     write_text_atomic(path, json.dumps(config, indent=2) + "\n")
     return path

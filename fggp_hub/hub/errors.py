@@ -1,10 +1,12 @@
 """Typed errors of the hub: one line each, saying what was wrong and what to do.
 
-Each class also derives from the built-in exception a caller would expect
+All derive from :class:`fggp_hub.errors.FggpHubError` (re-exported here). Each class also derives from the built-in exception a caller would expect
 (``LookupError`` for things that are not there, ``ValueError`` for bad input or
 bad files, ``FileNotFoundError`` for a missing cache), so generic handlers work.
 """
 from __future__ import annotations
+
+from ..errors import FggpHubError
 
 __all__ = [
     "FggpHubError",
@@ -25,13 +27,6 @@ __all__ = [
     "HubResponseError",
     "ZooIndexError",
 ]
-
-
-class FggpHubError(Exception):
-    """Base class; the message is always a single line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 class InvalidNameError(FggpHubError, ValueError):

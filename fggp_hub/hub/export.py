@@ -47,6 +47,7 @@ from . import sparse_format
 from .card import LAYER_PLOT, SCHEDULE_PLOT, make_card, plot_layer_sparsity, plot_schedule
 from .errors import ExportError
 from .integrity import BLOCK_VERSION, COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, build_model, sha256_file
+from .sparsity_info import FileInfo, LayerInfo, SparsityInfo, unverified_files
 from .zoo import is_zoo_name, make_name
 
 __all__ = ["export", "RECIPE_FILE", "RESULTS_FILE", "BLOCK_VERSION", "EXPORT_FILES"]
@@ -213,11 +214,10 @@ def _check_replaceable(out: Path, overwrite: bool) -> bool:
     entries = list(out.iterdir())
     foreign = sorted(e.name for e in entries if e.name not in EXPORT_FILES or e.is_symlink() or not e.is_file())
     try:
-        block = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8")).get("sparsity")
-    except (OSError, ValueError, AttributeError):
-        block = None
-    files = block.get("files") if isinstance(block, dict) else None
-    ours = isinstance(files, dict) and bool(files) and "fggp_hub_version" in block and all(
+        files = unverified_files(json.loads((out / CONFIG_NAME).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        files = None
+    ours = files is not None and all(
         isinstance(info, dict) and name in EXPORT_FILES and (out / name).is_file() and (out / name).stat().st_size == info.get("size")
         for name, info in files.items() if (out / name).exists())
     if not ours:
@@ -322,7 +322,7 @@ def export(
         del fresh
 
         save_file(state, str(tmp / DENSE_WEIGHTS), metadata={"format": "pt"})
-        files = {DENSE_WEIGHTS: {"sha256": sha256_file(tmp / DENSE_WEIGHTS), "size": (tmp / DENSE_WEIGHTS).stat().st_size}}
+        files = {DENSE_WEIGHTS: FileInfo(sha256=sha256_file(tmp / DENSE_WEIGHTS), size=(tmp / DENSE_WEIGHTS).stat().st_size)}
         if compact:
             encodings = sparse_format.save_file(state, tmp / COMPACT_WEIGHTS)
             decoded = sparse_format.load_file(tmp / COMPACT_WEIGHTS)
@@ -331,40 +331,41 @@ def export(
                 if d is None or d.dtype != t.dtype or d.shape != t.shape or not torch.equal(d.reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)):
                     raise ExportError(f"compact encoding of {key} does not decode bit-identically; please report this bug")
             counts = {e: sum(1 for v in encodings.values() if v == e) for e in ("dense", "bitmask", "csr")}
-            files[COMPACT_WEIGHTS] = {
-                "sha256": sha256_file(tmp / COMPACT_WEIGHTS),
-                "size": (tmp / COMPACT_WEIGHTS).stat().st_size,
-                "format": f"{sparse_format.FORMAT_NAME}/{sparse_format.FORMAT_VERSION}",
-                "encodings": counts,
-            }
+            files[COMPACT_WEIGHTS] = FileInfo(
+                sha256=sha256_file(tmp / COMPACT_WEIGHTS),
+                size=(tmp / COMPACT_WEIGHTS).stat().st_size,
+                format=f"{sparse_format.FORMAT_NAME}/{sparse_format.FORMAT_VERSION}",
+                encodings=counts,
+            )
 
         target = (1.0 - float(schedule_dict["final_density"])) if schedule_dict and "final_density" in schedule_dict else None
         zoo_name = name or make_name(config["architecture"], label, target if target is not None else stats["sparsity"], variant)
-        block = {
-            "format_version": BLOCK_VERSION,
-            "name": zoo_name,
-            "method": pruning_cfg.get("method") or "unknown",
-            "sparsity": stats["sparsity"],
-            "sparsity_all_params": stats["sparsity_all_params"],
-            "target_sparsity": target,
-            "include_first_conv": include_first_conv,
-            "prunable_params": stats["prunable_params"],
-            "total_params": stats["total_params"],
-            "nonzero_params": stats["nonzero_params"],
-            "layers": stats["layers"],
-            "macs": {"dense": dense_macs, "effective": effective_macs, "input_size": list(input_size)},
-            "pruning": pruning_cfg or None,
-            "schedule": schedule_dict,
-            "recipe": recipe_dict,
-            "recipe_file": RECIPE_FILE if recipe_text is not None else None,
-            "dataset": label,
-            "results": results_dict,
-            "dense_baseline": {"top1": float(dense_top1)} if dense_top1 is not None else None,
-            "command": command,
-            "files": files,
-            "fggp_hub_version": __version__,
-        }
-        config["sparsity"] = block
+        info = SparsityInfo(
+            format_version=BLOCK_VERSION,
+            name=zoo_name,
+            method=pruning_cfg.get("method") or "unknown",
+            sparsity=stats["sparsity"],
+            sparsity_all_params=stats["sparsity_all_params"],
+            target_sparsity=target,
+            include_first_conv=include_first_conv,
+            prunable_params=stats["prunable_params"],
+            total_params=stats["total_params"],
+            nonzero_params=stats["nonzero_params"],
+            layers={n: LayerInfo(sparsity=layer["sparsity"], shape=tuple(layer["shape"]), numel=layer["numel"], zeros=layer["zeros"])
+                    for n, layer in stats["layers"].items()},
+            macs={"dense": dense_macs, "effective": effective_macs, "input_size": list(input_size)},
+            pruning=pruning_cfg or None,
+            schedule=schedule_dict,
+            recipe=recipe_dict,
+            recipe_file=RECIPE_FILE if recipe_text is not None else None,
+            dataset=label,
+            results=results_dict,
+            dense_baseline={"top1": float(dense_top1)} if dense_top1 is not None else None,
+            command=command,
+            files=files,
+            fggp_hub_version=__version__,
+        )
+        config = info.into_config(config)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
         if onnx:
@@ -375,10 +376,10 @@ def export(
             (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
         if results_dict is not None:
             (tmp / RESULTS_FILE).write_text(json.dumps({"dataset": label, **results_dict}, indent=2) + "\n", encoding="utf-8")
-        plots = {"layers": plot_layer_sparsity(block, tmp / LAYER_PLOT).name}
+        plots = {"layers": plot_layer_sparsity(info, tmp / LAYER_PLOT).name}
         if schedule_dict and plot_schedule(schedule_dict, tmp / SCHEDULE_PLOT) is not None:
             plots["schedule"] = SCHEDULE_PLOT
-        card = make_card(config, name=zoo_name, repo_id=repo_id, recipe_text=recipe_text, plots=plots, template=template)
+        card = make_card(config, info, name=zoo_name, repo_id=repo_id, recipe_text=recipe_text, plots=plots, template=template)
         card.save(str(tmp / CARD_NAME))
 
         for entry in tmp.iterdir():

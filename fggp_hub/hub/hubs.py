@@ -31,7 +31,7 @@ import re
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .._io import fsync_path, write_text_atomic
@@ -64,11 +64,14 @@ from .integrity import (
     CONFIG_NAME,
     check_folder_files,
     read_config,
+    read_export,
     split_revision,
     validate_repo_id,
+    validate_filename,
     validate_revision,
     verify_weight_file,
 )
+from .sparsity_info import SparsityInfo
 
 __all__ = ["Hub", "LocalHub", "HfHub", "get_hub", "push", "pull", "home_dir", "default_local_root", "ENV_HUB", "ENV_HOME"]
 
@@ -186,6 +189,16 @@ class Hub(ABC):
         """(commit sha, its config.json or None when it has no fggp-hub config) of a branch, or None when there is none yet."""
         return None
 
+    def commit(self, repo_id: str, files: Mapping[str, bytes | str | os.PathLike], message: str, *,
+               revision: str = DEFAULT_BRANCH) -> str:
+        """Add or replace some files of an existing repo's branch as one commit (the rest stay); returns its sha.
+
+        ``files`` maps a name in the repo to its new content (bytes) or a local file holding it.
+        For updates of a published repo that are not a whole export (a card with new results), so
+        callers need no hub internals. Hubs that cannot do it raise NotImplementedError.
+        """
+        raise NotImplementedError(f"{self.describe()} cannot commit single files")
+
     def exists(self, repo_id: str, revision: str | None = None) -> bool:
         try:
             self.resolve(repo_id, revision)
@@ -195,6 +208,17 @@ class Hub(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes | str | os.PathLike]) -> None:
+    """Write ``files`` (name -> bytes or a local file) into ``folder``, names validated as a repo's."""
+    for name, content in files.items():
+        target = folder / validate_filename(name, where=str(folder))
+        target.unlink(missing_ok=True)  # a commit's files may be read-only copies
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
 
 
 def _config_or_none(folder: Path) -> dict | None:
@@ -385,6 +409,18 @@ class LocalHub(Hub):
             return None
         return sha, _config_or_none(self._commit_folder(self._repo_dir(repo_id), sha, repo_id))
 
+    def commit(self, repo_id, files, message, *, revision=DEFAULT_BRANCH) -> str:
+        """The branch's current files with ``files`` added or replaced, pushed as the next commit."""
+        import tempfile
+
+        validate_revision(revision)
+        source = self.pull(repo_id, revision)  # the branch must exist
+        with tempfile.TemporaryDirectory(prefix="fggp-commit-") as tmp:
+            work = Path(tmp) / "repo"
+            shutil.copytree(source, work)
+            _write_files(work, files)
+            return self.push(work, repo_id, commit_message=message, revision=revision)
+
     def history(self, repo_id: str, revision: str | None = None) -> list[dict]:
         """Commits from ``revision`` back to the first, newest first."""
         repo_dir = self._repo_dir(repo_id)
@@ -522,6 +558,19 @@ class HfHub(Hub):
             )
         return info.oid
 
+    def commit(self, repo_id, files, message, *, revision=DEFAULT_BRANCH) -> str:
+        """One ``create_commit`` adding ``files`` to the branch (others untouched)."""
+        from huggingface_hub import CommitOperationAdd
+
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        operations = [CommitOperationAdd(path_in_repo=validate_filename(name, where=repo_id),
+                                         path_or_fileobj=content if isinstance(content, bytes) else str(content))
+                      for name, content in files.items()]
+        api = self._api()
+        with self._network("push", repo_id, revision):
+            return api.create_commit(repo_id, operations, commit_message=message, revision=revision).oid
+
     def resolve(self, repo_id, revision=None) -> str:
         validate_repo_id(repo_id)
         if revision is not None:
@@ -648,28 +697,27 @@ def push(
         raise FolderNotFoundError(f"{folder} is not a folder: export the model first (fggp_hub.export)")
     validate_repo_id(repo_id)
     check_folder_files(folder)
-    config = read_config(folder)
+    _, info = read_export(folder)
     # A zoo folder ships the compact file only (load rebuilds the dense weights from it): every
     # weight file that is present must match config.json, and at least one must be.
-    present = [name for name in config["sparsity"]["files"] if (folder / name).exists()]
+    present = [name for name in info.files if (folder / name).exists()]
     if not present:
         raise CorruptCheckpointError(f"{folder} holds none of the weight files its config.json lists "
-                                     f"({', '.join(config['sparsity']['files'])}): re-export the model")
+                                     f"({', '.join(info.files)}): re-export the model")
     for name in present:
-        verify_weight_file(folder, name, config)
+        verify_weight_file(folder, name, info)
     validate_revision(revision)
-    _check_replacing(hub_obj, repo_id, revision, config, overwrite)
+    _check_replacing(hub_obj, repo_id, revision, info, overwrite)
     kwargs = {"delete_others": True} if delete_others and isinstance(hub_obj, HfHub) else {}
     return hub_obj.push(folder, repo_id, commit_message=commit_message, revision=revision, private=private, **kwargs)
 
 
-def _top1(config: dict | None) -> str:
-    results = ((config or {}).get("sparsity") or {}).get("results") or {}
-    top1 = results.get("top1") if isinstance(results, dict) else None
-    return f"{top1:.2f}%" if isinstance(top1, (int, float)) and not isinstance(top1, bool) else "unknown"
+def _top1(info: SparsityInfo | None) -> str:
+    top1 = info.top1 if info is not None else None
+    return f"{top1:.2f}%" if top1 is not None else "unknown"
 
 
-def _check_replacing(hub: Hub, repo_id: str, revision: str, config: dict, overwrite: bool) -> None:
+def _check_replacing(hub: Hub, repo_id: str, revision: str, info: SparsityInfo, overwrite: bool) -> None:
     """Refuse (or, with overwrite, announce) publishing other weights over a published model."""
     published = hub.published_config(repo_id, revision)
     if published is None:
@@ -677,14 +725,15 @@ def _check_replacing(hub: Hub, repo_id: str, revision: str, config: dict, overwr
     sha, old = published
     if old is None:
         return  # an empty repo (only .gitattributes, a LICENSE...)
-    weights = lambda c: {n: (i or {}).get("sha256") for n, i in ((c.get("sparsity") or {}).get("files") or {}).items()}  # noqa: E731
-    new_w, old_w = weights(config), weights(old)
+    old_info = SparsityInfo.of_config_or_none(old)  # None: something that is not an fggp-hub export
+    new_w = {n: f.sha256 for n, f in info.files.items()}
+    old_w = {n: f.sha256 for n, f in old_info.files.items()} if old_info is not None else {}
     if old_w and all(old_w.get(n) == h for n, h in new_w.items() if n in old_w):
         return  # the same model (a re-rendered card, new results): no flag needed
-    old_name = ((old.get("sparsity") or {}).get("name")) or "a model that is not an fggp-hub export"
-    new_name = config["sparsity"].get("name") or "this export"
-    what = (f"{repo_id}@{revision} on {hub.describe()} holds {old_name} (top-1 {_top1(old)}, commit {sha[:12]}); "
-            f"this folder is {new_name} (top-1 {_top1(config)})")
+    old_name = (old_info.name if old_info is not None else None) or "a model that is not an fggp-hub export"
+    new_name = info.name or "this export"
+    what = (f"{repo_id}@{revision} on {hub.describe()} holds {old_name} (top-1 {_top1(old_info)}, commit {sha[:12]}); "
+            f"this folder is {new_name} (top-1 {_top1(info)})")
     if not overwrite:
         raise RepoExistsError(f"{what}: pass overwrite=True (fggp-hub push --overwrite) to publish over it, "
                               f"or push to another repo id or branch")

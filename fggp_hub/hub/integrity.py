@@ -19,6 +19,7 @@ from .errors import (
     InvalidNameError,
     SparsityMismatchError,
 )
+from .sparsity_info import BLOCK_VERSION, SparsityInfo
 
 __all__ = [
     "CONFIG_NAME",
@@ -32,6 +33,7 @@ __all__ = [
     "validate_filename",
     "sha256_file",
     "read_config",
+    "read_export",
     "check_folder_files",
     "verify_weight_file",
     "build_model",
@@ -39,8 +41,6 @@ __all__ = [
 ]
 
 SPARSITY_TOLERANCE = 1e-6
-#: Version of config.json's "sparsity" block written by this fggp-hub.
-BLOCK_VERSION = 1
 #: File kinds a repo may hold. Weights are safetensors only: nothing is ever unpickled.
 ALLOWED_SUFFIXES = (".safetensors", ".json", ".md", ".yaml", ".yml", ".png", ".txt", ".onnx")
 _ALLOWED_DOTFILES = (".gitattributes",)
@@ -116,7 +116,16 @@ def sha256_file(path: str | Path, chunk: int = 8 * 1024 * 1024) -> str:
 
 
 def read_config(folder: str | Path) -> dict:
-    """config.json of an export folder, with its ``sparsity`` block checked for shape."""
+    """config.json of an export folder, validated (see :func:`read_export`)."""
+    return read_export(folder)[0]
+
+
+def read_export(folder: str | Path) -> tuple[dict, SparsityInfo]:
+    """config.json of an export folder and its ``sparsity`` block as a record, validated once here.
+
+    Size, JSON, the architecture, then every value the hub compares or prints (types, ranges,
+    finite numbers, safe file names: :meth:`SparsityInfo.from_config`).
+    """
     folder = Path(folder)
     path = folder / CONFIG_NAME
     if not path.is_file():
@@ -129,23 +138,7 @@ def read_config(folder: str | Path) -> dict:
         raise CorruptCheckpointError(f"{path} is not valid JSON ({err.__class__.__name__}); re-download or re-export") from None
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise CorruptCheckpointError(f"{path} has no 'architecture': it is not a timm config")
-    block = config.get("sparsity")
-    if not isinstance(block, dict) or not isinstance(block.get("files"), dict) or "sparsity" not in block:
-        raise CorruptCheckpointError(
-            f"{path} has no 'sparsity' block with files and sparsity: not an fggp-hub export "
-            "(plain timm checkpoints load with timm.create_model('hf-hub:...'))"
-        )
-    version = block.get("format_version", 1)
-    if not isinstance(version, int) or version > BLOCK_VERSION:
-        raise CorruptCheckpointError(
-            f"{path} has sparsity block version {version!r}; this fggp-hub reads up to {BLOCK_VERSION}: upgrade fggp-hub"
-        )
-    for name in block["files"]:
-        validate_filename(name, where=str(path))
-    from .validate import check_block
-
-    check_block(config, where=str(path))  # every number finite, in range, of the right type
-    return config
+    return config, SparsityInfo.from_config(config, where=str(path))  # every number finite, in range, of the right type
 
 
 def check_folder_files(folder: str | Path, links_within: str | Path | None = None, *, allow_links: bool = False) -> list[str]:
@@ -234,8 +227,8 @@ def _remember_verified(real: Path, identity: dict) -> None:
         pass
 
 
-def verify_weight_file(folder: str | Path, name: str, config: dict) -> Path:
-    """Size and sha256 of ``folder/name`` against config.json; returns its path.
+def verify_weight_file(folder: str | Path, name: str, info: SparsityInfo) -> Path:
+    """Size and sha256 of ``folder/name`` against config.json's record ``info``; returns its path.
 
     The hash of an unchanged file inside the hub's own caches is not recomputed
     (a verification record, see ``_verified_before``); any change re-hashes it.
@@ -244,24 +237,24 @@ def verify_weight_file(folder: str | Path, name: str, config: dict) -> Path:
     validate_filename(name, where=str(folder))
     if not name.endswith(".safetensors"):
         raise InvalidNameError(f"refusing to read weights from {name!r}: only safetensors files are read")
-    info = config["sparsity"]["files"].get(name)
-    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+    recorded = info.files.get(name)
+    if recorded is None:
         raise CorruptCheckpointError(f"config.json in {folder} records no sha256 for {name}; re-export the model")
     path = folder / name
     if not path.is_file():
         raise CorruptCheckpointError(f"{name} is missing from {folder}; re-download the repo (or load with compact={name != COMPACT_WEIGHTS})")
     size = path.stat().st_size
-    if isinstance(info.get("size"), int) and size != info["size"]:
-        kind = "truncated" if size < info["size"] else "larger than recorded"
-        raise CorruptCheckpointError(f"{name} in {folder} is {kind} ({size} bytes, config.json says {info['size']}); re-download it")
+    if size != recorded.size:
+        kind = "truncated" if size < recorded.size else "larger than recorded"
+        raise CorruptCheckpointError(f"{name} in {folder} is {kind} ({size} bytes, config.json says {recorded.size}); re-download it")
     real = path.resolve()
-    if _verified_before(real, info["sha256"]):
+    if _verified_before(real, recorded.sha256):
         return path
-    identity = _identity(real, info["sha256"])  # taken before hashing: a write during it changes mtime/ctime
+    identity = _identity(real, recorded.sha256)  # taken before hashing: a write during it changes mtime/ctime
     digest = sha256_file(path)
-    if digest != info["sha256"]:
+    if digest != recorded.sha256:
         raise CorruptCheckpointError(
-            f"{name} in {folder} does not match config.json (sha256 {digest[:12]}... != {info['sha256'][:12]}...); "
+            f"{name} in {folder} does not match config.json (sha256 {digest[:12]}... != {recorded.sha256[:12]}...); "
             "the file is corrupt or was replaced: re-download it"
         )
     _remember_verified(real, identity)
@@ -292,15 +285,15 @@ def build_model(config: dict):
     return timm.create_model(arch, pretrained=False, pretrained_cfg_overlay=overlay, **model_args)
 
 
-def check_sparsity(model, block: dict, card_sparsity: float | None = None, where: str = "") -> dict:
+def check_sparsity(model, info: SparsityInfo, card_sparsity: float | None = None, where: str = "") -> dict:
     """Recompute exact zeros of prunable weights and compare with the recorded numbers (tolerance 1e-6)."""
     from ..pruning import sparsity_stats
 
-    stats = sparsity_stats(model, include_first_conv=bool(block.get("include_first_conv", False)))
+    stats = sparsity_stats(model, include_first_conv=info.include_first_conv)
     where = f" in {where}" if where else ""
     from .validate import check_number
 
-    recorded = float(check_number(block["sparsity"], "sparsity.sparsity", "config.json", lo=0.0, hi=1.0))
+    recorded = float(info.sparsity)  # validated when read
     card_sparsity = check_number(card_sparsity, "the model card's sparsity", where or "README.md", lo=0.0, hi=1.0, optional=True)
     if abs(stats["sparsity"] - recorded) > SPARSITY_TOLERANCE:
         raise SparsityMismatchError(
@@ -312,12 +305,12 @@ def check_sparsity(model, block: dict, card_sparsity: float | None = None, where
             f"weights{where} are {stats['sparsity']:.6%} sparse but the model card says {float(card_sparsity):.6%}; "
             "re-export the model to regenerate its card"
         )
-    for name, layer in (block.get("layers") or {}).items():
+    for name, layer in info.layers.items():
         got = stats["layers"].get(name)
-        if got is None or abs(got["sparsity"] - float(layer["sparsity"])) > SPARSITY_TOLERANCE:
+        if got is None or abs(got["sparsity"] - float(layer.sparsity)) > SPARSITY_TOLERANCE:
             measured = "missing" if got is None else f"{got['sparsity']:.6%}"
             raise SparsityMismatchError(
-                f"layer {name}{where} is {measured} sparse but config.json says {float(layer['sparsity']):.6%}; "
+                f"layer {name}{where} is {measured} sparse but config.json says {float(layer.sparsity):.6%}; "
                 "re-download or re-export"
             )
     return stats

@@ -28,11 +28,12 @@ from .integrity import (
     DENSE_WEIGHTS,
     build_model,
     check_sparsity,
-    read_config,
+    read_export,
     split_revision,
     validate_repo_id,
     verify_weight_file,
 )
+from .sparsity_info import SparsityInfo
 from .validate import check_model_size, check_number
 from .zoo import ZooEntry
 from .zoo import resolve as resolve_zoo_name
@@ -145,10 +146,10 @@ def _card_sparsity(folder: Path) -> float | None:
     return float(check_number(value, "sparsity", f"the model card {path}", lo=0.0, hi=1.0))
 
 
-def _check_expected_metrics(config: dict, entry: ZooEntry | None) -> None:
+def _check_expected_metrics(info: SparsityInfo, entry: ZooEntry | None) -> None:
     if entry is None or not entry.metrics:
         return
-    recorded = config["sparsity"].get("results") or {}
+    recorded = info.results or {}
     for key, expected in entry.metrics.items():
         got = recorded.get(key)
         if isinstance(expected, (int, float)) and isinstance(got, (int, float)) and abs(float(got) - float(expected)) > 1e-6:
@@ -175,15 +176,14 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
     folder = Path(folder)
     if not folder.is_dir():
         raise FolderNotFoundError(f"folder {folder} does not exist: pass an existing export folder")
-    config = read_config(folder)
-    block = config["sparsity"]
-    files = block["files"]
+    config, info = read_export(folder)
+    files = info.files
     weight = COMPACT_WEIGHTS if compact and COMPACT_WEIGHTS in files else DENSE_WEIGHTS
     if weight not in files:
         raise CorruptCheckpointError(f"config.json in {folder} lists no {DENSE_WEIGHTS}; re-export the model")
     with torch.device("meta"):  # the architecture's size, without allocating it
         shapes = {k: (tuple(v.shape), v.dtype) for k, v in build_model(config).state_dict().items()}
-    path = verify_weight_file(folder, weight, config)
+    path = verify_weight_file(folder, weight, info)
     dense_bytes = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes.values())
     check_model_size(dense_bytes, path.stat().st_size, weight == COMPACT_WEIGHTS, where=str(path))
     model = build_model(config)
@@ -202,16 +202,17 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
             f"{weight} in {folder} does not fit {config['architecture']} (missing {result.missing_keys[:3]}, "
             f"unexpected {result.unexpected_keys[:3]}); re-export the model"
         )
-    check_sparsity(model, block, _card_sparsity(folder), where=str(folder / weight))
-    _check_expected_metrics(config, entry)
+    check_sparsity(model, info, _card_sparsity(folder), where=str(folder / weight))
+    _check_expected_metrics(info, entry)
     model.eval()
     model.to(device)
-    model.hub_info = {
-        "name": block.get("name"),
+    model.sparsity_info = info  # config.json's sparsity block, typed (the full record)
+    model.hub_info = {  # where the model came from (kept a dict: older code indexes it)
+        "name": info.name,
         "folder": str(folder),
         "weights": weight,
-        "sparsity": block["sparsity"],
-        "results": block.get("results"),
+        "sparsity": info.sparsity,
+        "results": info.results,
     }
     return model
 
@@ -227,6 +228,11 @@ def load(
     force_download: bool = False,
 ) -> nn.Module:
     """A ready timm model in eval mode, its files and sparsity verified.
+
+    ``model.sparsity_info`` is config.json's sparsity block as a typed
+    :class:`~fggp_hub.hub.sparsity_info.SparsityInfo`; ``model.hub_info`` (a dict) says where the
+    model came from (name, folder, weights file, repo_id, revision, hub, origin) and repeats its
+    sparsity and results.
 
     Args:
         name_or_repo_or_path: a zoo name (``vgg19-cifar10-s95``, see :func:`list_models`),
@@ -263,7 +269,7 @@ def load(
         if entry is not None and entry.bundled and bundled_root() is None:  # a wheel install, offline
             raise NotInCacheError(missing_hint(entry.name, repo_id)) from None
         raise
-    if compact and COMPACT_WEIGHTS not in (read_config(folder)["sparsity"]["files"]):
+    if compact and COMPACT_WEIGHTS not in read_export(folder)[1].files:
         # exported without the compact file: fetch the dense one, at the same commit
         folder = hub_obj.pull(repo_id, folder.name, files=[CONFIG_NAME, CARD_NAME, DENSE_WEIGHTS], **extra)
     try:

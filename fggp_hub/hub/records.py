@@ -22,7 +22,7 @@ from ..constants import EVAL_RESULTS_NAME as RESULTS_FILE
 from .card import METRIC_TYPES
 from .errors import FggpHubError, FolderNotFoundError
 from .hubs import Hub, get_hub
-from .integrity import COMPACT_WEIGHTS, CONFIG_NAME, DENSE_WEIGHTS, read_config, split_revision
+from .integrity import CONFIG_NAME, read_export, split_revision
 from .zoo import NAME_PATTERN, ZooEntry, arch_short_name, list_models, sparsity_tag
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "METADATA_FILES",
     "card_results",
     "locate",
+    "model_info",
     "record_from_entry",
     "record_from_folder",
     "records_from_zoo",
@@ -125,46 +126,42 @@ def card_results(folder: str | os.PathLike) -> tuple[dict[str, float], str | Non
         if found:
             return found, RESULTS_FILE
     try:
-        block = read_config(folder)["sparsity"]
+        info = read_export(folder)[1]
     except FggpHubError:
         return {}, None
-    results = block.get("results") or {}
-    found = {k: float(results[k]) for k in ("top1", "top5") if _number(results.get(k)) is not None}
+    found = {k: v for k, v in (("top1", info.top1), ("top5", info.top5)) if v is not None}
     return found, (CONFIG_NAME if found else None)
 
 
 def _fill_from_folder(record: ModelRecord, folder: Path) -> ModelRecord:
-    config = read_config(folder)
-    block = config["sparsity"]
-    files = block.get("files") or {}
-    pruning = block.get("pruning") or {}
-    schedule = block.get("schedule") or pruning.get("schedule") or {}
-    recipe = block.get("recipe") or {}
-    results = block.get("results") or {}
+    config, info = read_export(folder)
+    pruning = info.pruning or {}
+    recipe = info.recipe or {}
+    results = info.results or {}
     record.folder = str(folder)
     record.available = True
     record.architecture = config["architecture"]
     record.backbone = arch_short_name(config["architecture"])
-    record.dataset = block.get("dataset") or record.dataset
-    record.method = block.get("method") or record.method
-    record.target_sparsity = _number(block.get("target_sparsity"))
-    record.sparsity = _number(block.get("sparsity"))
-    record.sparsity_all_params = _number(block.get("sparsity_all_params"))
-    initial_density = _number(schedule.get("initial_density"))
+    record.dataset = info.dataset or record.dataset
+    record.method = info.method or record.method
+    record.target_sparsity = _number(info.target_sparsity)
+    record.sparsity = _number(info.sparsity)
+    record.sparsity_all_params = _number(info.sparsity_all_params)
+    initial_density = _number(info.schedule_settings.get("initial_density"))
     record.initial_sparsity = round(1.0 - initial_density, 6) if initial_density is not None else 0.0
-    seed = recipe.get("seed", pruning.get("seed")) if isinstance(recipe, dict) else pruning.get("seed")
+    seed = recipe.get("seed", pruning.get("seed"))
     record.seed = int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
-    record.nonzero_params = block.get("nonzero_params")
-    record.total_params = block.get("total_params")
-    record.dense_bytes = (files.get(DENSE_WEIGHTS) or {}).get("size")
-    record.compact_bytes = (files.get(COMPACT_WEIGHTS) or {}).get("size")
-    record.weights_sha256 = (files.get(DENSE_WEIGHTS) or {}).get("sha256")
-    record.dense_top1 = _number((block.get("dense_baseline") or {}).get("top1"))
+    record.nonzero_params = info.nonzero_params
+    record.total_params = info.total_params
+    record.dense_bytes = info.dense_file.size if info.dense_file else None
+    record.compact_bytes = info.compact_file.size if info.compact_file else None
+    record.weights_sha256 = info.dense_file.sha256 if info.dense_file else None
+    record.dense_top1 = info.dense_top1
     record.num_images = results.get("num_images") if isinstance(results.get("num_images"), int) else None
     found, where = card_results(folder)
     if found:
         record.top1, record.top5, record.accuracy_source = found.get("top1"), found.get("top5"), where
-    record.name = record.name or block.get("name") or folder.name
+    record.name = record.name or info.name or folder.name
     return record
 
 
@@ -329,3 +326,45 @@ def unique_records(records: Iterable[ModelRecord]) -> list[ModelRecord]:
             seen.add(r.weights_sha256)
         out.append(r)
     return out
+
+
+# --------------------------------------------------------------------------- a loaded model
+def model_info(model: Any, source: str) -> dict[str, Any]:
+    """What ``fggp-hub info`` reports about a model :func:`~fggp_hub.hub.load` returned (``source``: the name asked for).
+
+    The sparsity figures are measured on the weights (load checked them against config.json);
+    the rest comes from the model's :class:`~fggp_hub.hub.sparsity_info.SparsityInfo` and card.
+    """
+    from ..pruning import sparsity_stats
+
+    hub_info = dict(getattr(model, "hub_info", {}))
+    record = model.sparsity_info
+    folder = Path(hub_info["folder"])
+    stats = sparsity_stats(model, include_first_conv=record.include_first_conv)
+    found, where = card_results(folder)
+    return {
+        "name": record.name or source,
+        "source": source,
+        "repo_id": hub_info.get("repo_id"),
+        "revision": hub_info.get("revision"),
+        "hub": hub_info.get("hub"),
+        "folder": str(folder),
+        "verified": hub_info.get("weights"),
+        "architecture": model.pretrained_cfg["architecture"],
+        "num_classes": getattr(model, "num_classes", None),
+        "method": record.method,
+        "dataset": record.dataset,
+        "sparsity": stats["sparsity"],
+        "target_sparsity": record.target_sparsity,
+        "sparsity_all_params": stats["sparsity_all_params"],
+        "nonzero_params": stats["nonzero_params"],
+        "total_params": stats["total_params"],
+        "top1": found.get("top1"),
+        "top5": found.get("top5"),
+        "accuracy_source": where,
+        "results": record.results,
+        "dense_top1": (record.dense_baseline or {}).get("top1"),
+        "pruning": record.pruning,
+        "files": record.file_sizes(),
+        "layers": stats["layers"],
+    }

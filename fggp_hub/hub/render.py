@@ -16,7 +16,70 @@ from .leaderboard import LeaderboardRow, LeaderboardTable, leaderboard, leaderbo
 from .records import ModelRecord
 from .zoo import sparsity_tag
 
-__all__ = ["leaderboard_markdown", "leaderboard_text", "zoo_markdown", "write_zoo_markdown"]
+__all__ = ["leaderboard_markdown", "leaderboard_text", "model_info_text", "percent", "size_text", "text_table",
+           "zoo_markdown", "zoo_table_text", "write_zoo_markdown"]
+
+
+# --------------------------------------------------------------------------- terminal text
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage (``-`` when unknown)."""
+    return "-" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+def size_text(n: int | None) -> str:
+    """Bytes as kB / MB (``-`` when unknown)."""
+    if not n:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def text_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """Columns padded to their widest cell; ``right`` lists right-aligned (numeric) columns."""
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+
+    def fmt(r):
+        return "  ".join(str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+
+    return "\n".join([fmt(headers)] + [fmt(r) for r in rows])
+
+
+def zoo_table_text(records: Sequence[ModelRecord], pattern: str | None = None) -> str:
+    """``fggp-hub list``: one row per model, then why the unavailable ones are not local."""
+    if not records:
+        return "the zoo is empty" if not pattern else f"no zoo name matches {pattern!r}"
+    rows = []
+    for r in records:
+        own = r.accuracy_source in ("card", "eval_results.json", "config.json")
+        top1 = "-" if r.top1 is None else f"{r.top1:.2f}" + ("" if own else " (index)")
+        rows.append([r.name, r.backbone or "-", r.method or "-", percent(r.sparsity if r.sparsity is not None else r.target_sparsity),
+                     top1, size_text(r.compact_bytes), size_text(r.dense_bytes), "yes" if r.available else "no"])
+    lines = [text_table(["name", "backbone", "method", "sparsity", "top1 (%)", "compact", "dense", "available"], rows,
+                        right={3, 4, 5, 6})]
+    lines += [f"  {r.name}: {r.status}" for r in records if not r.available]
+    return "\n".join(lines)
+
+
+def model_info_text(info: dict[str, Any]) -> str:
+    """``fggp-hub info``: the card's essentials, then one row per prunable layer (``info`` from :func:`.records.model_info`)."""
+    where_text = f"{info['repo_id']}@{(info['revision'] or '')[:12]} on {info['hub']}" if info["repo_id"] else info["folder"]
+    target = f" (target {percent(info['target_sparsity'])})" if info["target_sparsity"] is not None else ""
+    lines = [
+        f"{info['name']}  ({where_text})",
+        f"  architecture  {info['architecture']} ({info['num_classes']} classes)",
+        f"  method        {info['method']}",
+        f"  dataset       {info['dataset']}",
+        f"  sparsity      {percent(info['sparsity'], 4)} of prunable weights{target}, {percent(info['sparsity_all_params'])} of all parameters",
+        f"  parameters    {info['nonzero_params']:,} of {info['total_params']:,} nonzero",
+        "  top-1         " + ("-" if info["top1"] is None else f"{info['top1']:.2f}% (from {info['accuracy_source']})")
+        + ("" if info["dense_top1"] is None else f", dense baseline {info['dense_top1']:.2f}%"),
+        "  files         " + ", ".join(f"{n} {size_text(s)}" for n, s in info["files"].items()),
+        f"  verified      {info['verified']}: sha256 and sparsity match config.json and the card",
+        "",
+    ]
+    rows = [[name, "x".join(str(s) for s in layer["shape"]), f"{layer['numel']:,}", f"{layer['zeros']:,}", percent(layer["sparsity"])]
+            for name, layer in info["layers"].items()]
+    lines.append(text_table(["layer", "shape", "weights", "zeros", "sparsity"], rows, right={2, 3, 4}))
+    return "\n".join(lines)
 
 
 def _cell(row: LeaderboardRow | None, markdown: bool) -> str:

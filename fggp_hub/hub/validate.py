@@ -10,15 +10,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptCheckpointError
+
+if TYPE_CHECKING:
+    from .sparsity_info import SparsityInfo
 
 __all__ = [
     "MODEL_ARGS_ALLOWED",
     "MAX_NUM_CLASSES",
+    "bad_value",
     "check_number",
     "check_block",
+    "check_config",
+    "check_sha256",
     "check_model_args",
     "check_model_size",
 ]
@@ -39,7 +45,8 @@ EXPANSION_SLACK = 64 * 2**20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _bad(where: str, key: str, value: Any, want: str) -> CorruptCheckpointError:
+def bad_value(where: str, key: str, value: Any, want: str) -> CorruptCheckpointError:
+    """The one-line error for a value of the wrong type or range in a repo's file."""
     return CorruptCheckpointError(f"{where}: {key} is {str(value)[:60]!r}, expected {want}; the repo is damaged or crafted: re-export it")
 
 
@@ -52,54 +59,34 @@ def check_number(value: Any, key: str, where: str, *, lo: float | None = None, h
     want = ("an integer" if integer else "a finite number") + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
                                                               f" >= {lo}" if lo is not None else "")
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        raise _bad(where, key, value, want)
+        raise bad_value(where, key, value, want)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _bad(where, key, value, want)
+        raise bad_value(where, key, value, want)
     return value
 
 
-def check_block(config: Mapping[str, Any], where: str) -> None:
-    """Types and ranges of everything in config.json that load, info and list compare or print."""
+def check_sha256(value: Any, key: str, where: str) -> str:
+    """``value`` if it is a sha256 digest (64 lowercase hex digits)."""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise bad_value(where, key, value, "64 lowercase hex digits")
+    return value
+
+
+def check_config(config: Mapping[str, Any], where: str) -> None:
+    """Types and ranges of config.json's top-level values that build the model (the block: :mod:`.sparsity_info`)."""
     num_classes = config.get("num_classes")
     if num_classes is not None:
         check_number(num_classes, "num_classes", where, lo=1, hi=MAX_NUM_CLASSES, integer=True)
     check_model_args(config.get("model_args"), where)
     if config.get("pretrained_cfg") is not None and not isinstance(config["pretrained_cfg"], Mapping):
-        raise _bad(where, "pretrained_cfg", config["pretrained_cfg"], "a mapping")
-    block = config["sparsity"]
-    check_number(block["sparsity"], "sparsity.sparsity", where, lo=0.0, hi=1.0)
-    for key in ("sparsity_all_params", "target_sparsity"):
-        check_number(block.get(key), f"sparsity.{key}", where, lo=0.0, hi=1.0, optional=True)
-    for key in ("prunable_params", "total_params", "nonzero_params"):
-        check_number(block.get(key), f"sparsity.{key}", where, lo=0, integer=True, optional=True)
-    if not isinstance(block.get("include_first_conv", False), bool):
-        raise _bad(where, "sparsity.include_first_conv", block.get("include_first_conv"), "true or false")
-    for key in ("name", "method", "dataset"):
-        if block.get(key) is not None and not isinstance(block[key], str):
-            raise _bad(where, f"sparsity.{key}", block[key], "a string")
-    for name, info in block["files"].items():
-        if not isinstance(info, Mapping):
-            raise _bad(where, f"sparsity.files.{name}", info, "a mapping with sha256 and size")
-        if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
-            raise _bad(where, f"sparsity.files.{name}.sha256", info.get("sha256"), "64 lowercase hex digits")
-        check_number(info.get("size"), f"sparsity.files.{name}.size", where, lo=0, integer=True)
-    layers = block.get("layers")
-    if layers is not None and not isinstance(layers, Mapping):
-        raise _bad(where, "sparsity.layers", layers, "a mapping of layer name to its sparsity")
-    for name, layer in (layers or {}).items():
-        if not isinstance(layer, Mapping):
-            raise _bad(where, f"sparsity.layers.{name}", layer, "a mapping with sparsity")
-        check_number(layer.get("sparsity"), f"sparsity.layers.{name}.sparsity", where, lo=0.0, hi=1.0)
-    for key in ("results", "dense_baseline"):
-        value = block.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise _bad(where, f"sparsity.{key}", value, "a mapping such as {'top1': 93.1}")
-        for metric in ("top1", "top5"):
-            check_number(value.get(metric), f"sparsity.{key}.{metric}", where, lo=0.0, hi=100.0, optional=True)
-    if block.get("files") == {}:
-        raise _bad(where, "sparsity.files", {}, "at least one weight file")
+        raise bad_value(where, "pretrained_cfg", config["pretrained_cfg"], "a mapping")
+
+
+def check_block(config: Mapping[str, Any], where: str) -> SparsityInfo:
+    """Everything in config.json that load, info and list compare or print; returns the block as a typed record."""
+    from .sparsity_info import SparsityInfo
+
+    return SparsityInfo.from_config(config, where)
 
 
 def _arg_value_ok(value: Any, depth: int = 0) -> bool:
@@ -121,14 +108,14 @@ def check_model_args(model_args: Any, where: str) -> dict[str, Any]:
     if model_args is None:
         return {}
     if not isinstance(model_args, Mapping):
-        raise _bad(where, "model_args", model_args, "a mapping")
+        raise bad_value(where, "model_args", model_args, "a mapping")
     for key, value in model_args.items():
         if key not in MODEL_ARGS_ALLOWED:
             raise CorruptCheckpointError(
                 f"{where}: model_args key {str(key)[:60]!r} is not allowed (only {', '.join(sorted(MODEL_ARGS_ALLOWED))}); "
                 "refusing a config that could make timm read other files: re-export the model")
         if not _arg_value_ok(value):
-            raise _bad(where, f"model_args.{key}", value, "a plain number, name or list of them")
+            raise bad_value(where, f"model_args.{key}", value, "a plain number, name or list of them")
     if "num_classes" in model_args and model_args["num_classes"] is not None:
         check_number(model_args["num_classes"], "model_args.num_classes", where, lo=1, hi=MAX_NUM_CLASSES, integer=True)
     if "in_chans" in model_args:

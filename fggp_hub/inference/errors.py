@@ -1,14 +1,13 @@
 """Typed errors of sparse inference: one line each, saying what was wrong and what to do."""
 from __future__ import annotations
 
+from ..errors import FggpHubError
+
 __all__ = ["SparseInferenceError", "TrainingModeError", "SparsifyArgumentError"]
 
 
-class SparseInferenceError(Exception):
-    """Base class; the message is always a single line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+class SparseInferenceError(FggpHubError):
+    """Base class; the message is always a single line (FggpHubError collapses it)."""
 
 
 class TrainingModeError(SparseInferenceError, RuntimeError):

@@ -60,21 +60,85 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _channel_stride(plane: int) -> int:
+    """Floats between the channels of a CHWN buffer whose channel plane holds ``plane`` floats.
+
+    A plane of 2^k floats (32 x 32 x 64 = 64 Ki at batch 64) puts the same pixel of every
+    channel into the same cache set, and the direct kernel reads dozens of channels per
+    tile: they would evict each other from L1 and L2. Large planes are therefore padded
+    to an odd number of 64-byte lines, which spreads consecutive channels over the sets.
+    """
+    if plane < 1024:
+        return plane
+    cs = -(-plane // 16) * 16
+    return cs + 16 if (cs // 16) % 2 == 0 else cs
+
+
+def _empty_chwn(c: int, h: int, w: int, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """An uninitialised (C, H, W, N) tensor whose channel stride is :func:`_channel_stride` (rows dense)."""
+    plane = h * w * n
+    cs = _channel_stride(plane)
+    buf = torch.empty(max((c - 1) * cs + plane, 1), dtype=dtype)
+    return buf.as_strided((c, h, w, n), (cs, w * n, n, 1))
+
+
+def _chwn_channel_stride(x4: Tensor) -> int | None:
+    """The channel stride of a (C, H, W, N) view whose (H, W, N) planes are dense (row-major), else None."""
+    c, h, w, n = x4.shape
+    sc, sh, sw, sn = x4.stride()
+    if (n > 1 and sn != 1) or (w > 1 and sw != n) or (h > 1 and sh != w * n):
+        return None
+    plane = h * w * n
+    if c == 1:
+        return plane
+    return sc if sc >= plane else None
+
+
+def _as_chwn(x: Tensor) -> tuple[Tensor, int]:
+    """``x`` (N, C, H, W) as a (C, H, W, N) view with dense planes and its channel stride: a view when ``x``
+    came from a direct layer, else one copy (into a padded buffer)."""
+    x4 = x.permute(1, 2, 3, 0)
+    cs = _chwn_channel_stride(x4)
+    if cs is None:
+        y = _empty_chwn(*x4.shape, dtype=x.dtype)
+        y.copy_(x4)
+        return y, y.stride(0) if y.shape[0] > 1 else y[0].numel()
+    return x4, cs
+
+
+def _is_chwn(x: Tensor) -> bool:
+    return x.dim() == 4 and _chwn_channel_stride(x.permute(1, 2, 3, 0)) is not None
+
+
 def _direct_conv_chwn(
-    layer: "SparseInferenceLayer", xc: Tensor, meta: tuple, out_shape: tuple[int, int, int, int]
+    layer: "SparseInferenceLayer",
+    x4: Tensor,
+    xcs: int,
+    meta: tuple,
+    out_shape: tuple[int, int, int, int],
+    res: Tensor | None = None,
+    kernel_hw: tuple[int, int, int, int] | None = None,
 ) -> Tensor:
-    """Run the native kernel: ``xc`` (C', H', W', N) contiguous -> (Co, Ho, Wo, N), bias and ReLU fused."""
+    """Run the native kernel on ``x4`` (C', H', W', N) with channel stride ``xcs``: returns (Co, Ho, Wo, N)
+    (padded channel stride), bias, residual ``res`` (N, Co, Ho, Wo) and ReLU fused.
+
+    ``kernel_hw``: (H', W', Ho, Wo) as the kernel sees them, when it differs from the shapes (1x1 layers
+    run with each channel plane as one row).
+    """
     lib = native_library()
     co, ho, wo, n = out_shape
     seg, dh, dw, ci, vals, nb = meta
-    out = torch.empty(out_shape, dtype=torch.float32)
+    out = _empty_chwn(co, ho, wo, n)
+    kh, kw, kho, kwo = kernel_hw or (x4.shape[1], x4.shape[2], ho, wo)
     bias = layer.bias
     if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
         bias = bias.float().contiguous()
+    r4, rcs = (None, 0) if res is None else _as_chwn(res.expand(n, co, ho, wo))
     lib.fggp_sparse_conv_chwn_f32(
-        xc.data_ptr(), xc.shape[1], xc.shape[2], n, ho, wo, co, dh.numel(), nb,
+        x4.data_ptr(), kh, kw, n, kho, kwo, co, dh.numel(), nb,
         seg.data_ptr(), dh.data_ptr(), dw.data_ptr(), ci.data_ptr(), vals.data_ptr(),
-        _ptr(bias), out.data_ptr(), int(layer.relu), torch.get_num_threads(),
+        _ptr(bias), _ptr(r4), out.data_ptr(), int(layer.relu), xcs, out.stride(0) if co > 1 else ho * wo * n, rcs,
+        torch.get_num_threads(),
     )
     return out
 
@@ -140,6 +204,9 @@ class SparseInferenceLayer(nn.Module):
         self._csr_cache: tuple[Tensor, Tensor] | None = None
         self._direct_meta: dict[tuple, tuple] = {}  # input geometry -> per-non-zero offsets of the direct kernel
         self.relu = False  # a following ReLU fused into the kernels (set by sparsify_for_inference)
+        # forward(x, residual) adds a residual before the ReLU (a ResNet block's add, fused by fuse_residual_blocks)
+        self.residual_fused = False
+        self.paths: dict[int, str] = {}  # batch size -> the kernel path the last run took (inference_report)
         self.tuner = None  # set while sparsify_for_inference times the kernels: (layer, x) -> mode
         self.train(False)
 
@@ -187,7 +254,7 @@ class SparseInferenceLayer(nn.Module):
         return state
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.training:
             raise TrainingModeError(
                 "a sparsified model is for inference only (BatchNorm is folded away): call .eval(), "
@@ -198,26 +265,30 @@ class SparseInferenceLayer(nn.Module):
                 "sparse inference computes no gradients: run it under torch.inference_mode() on an input "
                 "that does not require grad"
             )
-        mode = self.tuner(self, x) if self.tuner is not None else self.mode_for(x.shape[0])
-        return self.run(x, mode)
+        mode = self.tuner(self, x, residual) if self.tuner is not None else self.mode_for(x.shape[0])
+        return self.run(x, mode, residual)
 
-    def run(self, x: Tensor, mode: str) -> Tensor:
-        """Apply the layer (and its fused ReLU) with the named kernel, whatever the decisions say.
+    def run(self, x: Tensor, mode: str, residual: Tensor | None = None) -> Tensor:
+        """Apply the layer (its residual add and fused ReLU) with the named kernel, whatever the decisions say.
 
         ``"direct"`` runs the torch CSR kernel instead where the native one cannot
         (no library, not float32): see :meth:`direct_supported`.
         """
         if mode.startswith("direct"):  # "direct", or "direct@K": K input channels per cache block (tuning)
-            if self.direct_supported(x):
+            if self.direct_supported(x) and (residual is None or self._kernel_adds_residual(residual)):
                 block = int(mode[7:]) if mode.startswith("direct@") else None
-                return self._direct(x) if block is None else self._direct(x, block)  # applies the ReLU itself
+                # applies the residual and the ReLU itself
+                return self._direct(x, residual=residual) if block is None else self._direct(x, block, residual)
             mode = "sparse"
         if mode == "sparse":
             out = self._sparse(x)
+            self.paths[x.shape[0]] = "torch CSR (im2col + CSR GEMM)"
         elif self.weight is None:
             raise RuntimeError("this layer kept no dense weight: it was set up for sparse kernels only")
         else:
             out = self._dense(x)
+        if residual is not None:
+            out = out.add_(residual) if out.shape == residual.shape else out + residual
         return F.relu(out, inplace=True) if self.relu else out
 
     def direct_supported(self, x: Tensor | None = None) -> bool:
@@ -228,8 +299,12 @@ class SparseInferenceLayer(nn.Module):
             return False
         return native_library() is not None
 
-    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
+    def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def _kernel_adds_residual(self, residual: Tensor) -> bool:
+        """Whether the native kernel can add this residual (else the torch CSR kernel runs, adding it after)."""
+        return False
 
     def block_candidates(self, *targets: int) -> list[int]:
         """Cache-block settings of the direct kernel worth timing (convs only; 0 = no blocking)."""
@@ -251,6 +326,8 @@ class SparseInferenceLayer(nn.Module):
             "default_mode": self.default_mode,
             "direct_ci_blocks": {int(b): k for b, k in sorted(self.direct_blocks.items())},
             "relu_fused": self.relu,
+            "residual_fused": self.residual_fused,
+            "paths": {int(b): p for b, p in sorted(self.paths.items())},
             "timings_s": {int(b): dict(t) for b, t in sorted(self.timings.items())},
         }
 
@@ -288,7 +365,26 @@ class SparseConv2d(SparseInferenceLayer):
             return f"padding={conv.padding!r}"
         return None
 
+    def _kernel_adds_residual(self, residual: Tensor) -> bool:
+        return residual.dtype == torch.float32 and residual.device.type == "cpu" and residual.dim() == 4
+
+    @property
+    def is_pointwise(self) -> bool:
+        """A 1x1, stride-1, unpadded convolution: a plain GEMM over channels."""
+        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
     def _dense(self, x: Tensor) -> Tensor:
+        if self.is_pointwise and x.dim() == 4 and x.shape[0] > 1 and _is_chwn(x) and x.dtype == self.weight.dtype:
+            # CHWN input (a direct layer's output): one GEMM (Co x Ci) @ (Ci x H*W*N), output in CHWN again,
+            # where F.conv2d would convert the layout in and the next direct layer back out.
+            n, c, h, w = x.shape
+            self.paths[n] = "dense 1x1 GEMM in CHWN"
+            w2 = self.weight.view(self.out_channels, c)
+            x4, cs = _as_chwn(x)
+            x2 = x4.as_strided((c, h * w * n), (cs, 1))
+            out = torch.mm(w2, x2) if self.bias is None else torch.addmm(self.bias.unsqueeze(1), w2, x2)
+            return out.view(self.out_channels, h, w, n).permute(3, 0, 1, 2)
+        self.paths[x.shape[0]] = "dense (F.conv2d)"
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
     def _out_hw(self, h: int, w: int) -> tuple[int, int]:
@@ -368,7 +464,7 @@ class SparseConv2d(SparseInferenceLayer):
                 blocks.append(k)
         return blocks
 
-    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
+    def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"SparseConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
@@ -381,19 +477,36 @@ class SparseConv2d(SparseInferenceLayer):
         if block is None:
             block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
         meta, phases = self._direct_meta_for(block)
-        x4 = x.permute(1, 2, 3, 0)  # CHWN: a view when x came from a direct layer, else one copy
+        if self.is_pointwise:
+            # 1x1: a sparse x dense GEMM over channels; the (H*W*N) plane is one contiguous row, so the
+            # kernel tiles it without row boundaries (no partial tiles on small maps)
+            self.paths[b] = "direct 1x1 (sparse GEMM over channels, CHWN)"
+            x4, cs = _as_chwn(x)
+            out = _direct_conv_chwn(
+                self, x4, cs, meta, (self.out_channels, ho, wo, b), residual, kernel_hw=(1, h * w, 1, ho * wo)
+            )
+            return out.permute(3, 0, 1, 2)
         (sh, sw) = self.stride
+        self.paths[b] = f"direct {self.kernel_size[0]}x{self.kernel_size[1]}" + (
+            " (CHWN)" if (sh, sw) == (1, 1) else f" stride {sh}x{sw} (polyphase split, CHWN)"
+        )
         if (sh, sw) == (1, 1):
-            xc = x4 if x4.is_contiguous() else x4.contiguous()
+            xc, cs = _as_chwn(x)  # CHWN: a view when x came from a direct layer, else one copy
         else:
+            x4 = x.permute(1, 2, 3, 0)
             if hp * sh == h and wp * sw == w:
-                xs = x4.reshape(c, hp, sh, wp, sw, b) if x4.is_contiguous() else x4.contiguous().view(c, hp, sh, wp, sw, b)
+                xs = x4.unflatten(1, (hp, sh)).unflatten(3, (wp, sw))  # (c, hp, sh, wp, sw, b), a view
             else:
                 xs = x4.new_zeros((c, hp * sh, wp * sw, b))
                 xs[:, :h, :w].copy_(x4)
                 xs = xs.view(c, hp, sh, wp, sw, b)
-            xc = torch.stack([xs[:, :, p // sw, :, p % sw] for p in phases], dim=1).view(c * len(phases), hp, wp, b)
-        out = _direct_conv_chwn(self, xc, meta, (self.out_channels, ho, wo, b))
+            # phase images, channel ci*P + p, in a padded CHWN buffer (one copy of the phases read)
+            xc = _empty_chwn(c * len(phases), hp, wp, b)
+            cs = xc.stride(0) if xc.shape[0] > 1 else hp * wp * b
+            xcv = xc.unflatten(0, (c, len(phases)))
+            for i, p in enumerate(phases):
+                xcv[:, i].copy_(xs[:, :, p // sw, :, p % sw])
+        out = _direct_conv_chwn(self, xc, cs, meta, (self.out_channels, ho, wo, b), residual)
         return out.permute(3, 0, 1, 2)
 
 
@@ -416,6 +529,7 @@ class SparseLinear(SparseInferenceLayer):
         return None
 
     def _dense(self, x: Tensor) -> Tensor:
+        self.paths[x.shape[0]] = "dense (F.linear)"
         return F.linear(x, self.weight, self.bias)
 
     def _sparse(self, x: Tensor) -> Tensor:
@@ -427,7 +541,8 @@ class SparseLinear(SparseInferenceLayer):
         out = torch.mm(csr, xt) if self.bias is None else torch.addmm(self.bias.unsqueeze(1), csr, xt)
         return out.t().contiguous().view(*lead, self.out_features)
 
-    def _direct(self, x: Tensor, block: int | None = None) -> Tensor:
+    def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
+        self.paths[x.shape[0] if x.dim() > 1 else 1] = "direct (sparse GEMM)"
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         xt = x2.t() if x2.shape[0] == 1 else x2.t().contiguous()  # (in, B): CHWN with H = W = 1
@@ -436,7 +551,8 @@ class SparseLinear(SparseInferenceLayer):
             zero = torch.zeros(1, dtype=torch.int32)
             values = self.values.to(torch.float32).contiguous()
             meta = self._direct_meta["linear"] = (self.crow_indices, zero, zero.clone(), self.col_indices, values, 1)
-        out = _direct_conv_chwn(self, xt.reshape(self.in_features, 1, 1, -1), meta, (self.out_features, 1, 1, xt.shape[1]))
+        x4 = xt.reshape(self.in_features, 1, 1, -1)
+        out = _direct_conv_chwn(self, x4, xt.shape[1], meta, (self.out_features, 1, 1, xt.shape[1]))
         return out.view(self.out_features, -1).t().contiguous().view(*lead, self.out_features)
 
 
@@ -461,13 +577,17 @@ class ChwnMaxPool2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lib = native_library() if x.dim() == 4 and x.shape[0] > 1 and x.dtype == torch.float32 else None
-        if lib is None or x.device.type != "cpu" or not x.permute(1, 2, 3, 0).is_contiguous():
+        cs = _chwn_channel_stride(x.permute(1, 2, 3, 0)) if lib is not None else None
+        if cs is None or x.device.type != "cpu":
             return F.max_pool2d(x, self.kernel_size, self.stride)
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-        out = torch.empty((c, ho, wo, n), dtype=x.dtype)
-        lib.fggp_maxpool_chwn_f32(x.data_ptr(), c, h, w, n, kh, kw, sh, sw, ho, wo, out.data_ptr(), torch.get_num_threads())
+        out = _empty_chwn(c, ho, wo, n)
+        ocs = out.stride(0) if c > 1 else ho * wo * n
+        lib.fggp_maxpool_chwn_f32(
+            x.data_ptr(), c, h, w, n, kh, kw, sh, sw, ho, wo, out.data_ptr(), cs, ocs, torch.get_num_threads()
+        )
         return out.permute(3, 0, 1, 2)
 
     def extra_repr(self) -> str:

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from .errors import SparseInferenceError, SparsifyArgumentError, TrainingModeError
 from .fold import conv_relu_pairs, fold_batchnorms
+from .fuse import fuse_residual_blocks
 from .layers import MODES, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
-from .native import native_status
+from .native import keep_freed_memory, native_status
 
 __all__ = ["sparsify_for_inference", "inference_report", "format_inference_report"]
 
@@ -111,7 +112,9 @@ _TORCH_CSR_MAX_BATCH = 8
 
 
 @torch.inference_mode()
-def _time_kernels(layer: SparseInferenceLayer, x: Tensor, repeats: int, modes: Sequence[str]) -> dict[str, float]:
+def _time_kernels(
+    layer: SparseInferenceLayer, x: Tensor, repeats: int, modes: Sequence[str], residual: Tensor | None = None
+) -> dict[str, float]:
     """Best seconds per kernel over at least ``repeats`` rounds, round-robin so drift hits all alike.
 
     Kernels clearly slower than the best after the warm-up round are dropped early.
@@ -123,7 +126,7 @@ def _time_kernels(layer: SparseInferenceLayer, x: Tensor, repeats: int, modes: S
     while i <= repeats or (i <= _MAX_ROUNDS and min(spent[m] for m in order) < _MIN_TIME_S):
         for mode in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
-            layer.run(x, mode)
+            layer.run(x, mode, residual)
             elapsed = time.perf_counter() - start
             if i == 0:  # round 0 warms up (allocator, MKL handles, oneDNN primitives, kernel metadata)
                 best[mode] = elapsed
@@ -201,9 +204,15 @@ def sparsify_for_inference(
         fold_bn: fold BatchNorm into the preceding convs.
         min_sparsity: layers less sparse than this stay dense without being timed.
         min_speedup: how much faster a sparse kernel must be than dense to be chosen (guards against timing noise).
-        fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel.
+        fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel, and inside
+            blocks (ResNet bottlenecks) also ``relu(conv(x) + shortcut)`` in the conv's kernel
+            (:func:`fggp_hub.inference.fuse.fuse_residual_blocks`).
         repeats: timed runs per kernel, layer and batch size (the best is kept).
         inplace: convert ``model`` itself instead of a deep copy.
+
+    The first call makes glibc keep freed memory for reuse (process-wide; see
+    :func:`fggp_hub.inference.native.keep_freed_memory`, ``FGGP_HUB_MALLOC_TUNE=0`` opts out):
+    otherwise every large activation is page-faulted in anew on every call.
 
     Returns:
         The converted model, in eval mode and without gradients; run it under
@@ -214,6 +223,7 @@ def sparsify_for_inference(
         SparsifyArgumentError: bad ``batch_sizes``, ``force`` or ``repeats``, or no usable input size.
     """
     sizes = _check_args(model, batch_sizes, force, repeats)
+    malloc = keep_freed_memory()
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     out = model if inplace else copy.deepcopy(model)
     for p in out.parameters():
@@ -228,6 +238,7 @@ def sparsify_for_inference(
             _set_submodule(out, relu_name, nn.Identity())
             fused.append([layer_name, relu_name])
     pools = _replace_pools(out)
+    block_fusions = fuse_residual_blocks(out) if fuse_relu else []
     out.eval()  # the new layers and the Identity modules that replaced folded BNs and fused ReLUs
 
     if force is not None:
@@ -237,7 +248,7 @@ def sparsify_for_inference(
         shape = _resolve_input_size(out, input_size)
         decisions: dict[str, dict[int, str]] = {name: {} for name in layers}
 
-        def tuner(layer: SparseInferenceLayer, x: Tensor) -> str:
+        def tuner(layer: SparseInferenceLayer, x: Tensor, residual: Tensor | None = None) -> str:
             name = names[id(layer)]
             key = x.shape[0]  # layers dispatch on their input's first dim (the batch size for CNNs)
             if key in decisions[name]:
@@ -245,7 +256,7 @@ def sparsify_for_inference(
             if layer.sparsity < min_sparsity:
                 decisions[name][key] = "dense"  # too dense to be worth timing
                 return "dense"
-            timed = _time_kernels(layer, x, repeats, _candidate_modes(layer, x))
+            timed = _time_kernels(layer, x, repeats, _candidate_modes(layer, x), residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}
             blocks = {int(m[7:]): t for m, t in timed.items() if m.startswith("direct@")}
@@ -285,7 +296,9 @@ def sparsify_for_inference(
             "fold_method": fold_method,
             "fused_relus": fused,
             "layout_pools": pools,
+            "block_fusions": block_fusions,
             "native": native_status(),
+            "malloc": malloc,
             "skipped_layers": skipped,
         },
     )

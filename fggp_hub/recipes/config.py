@@ -18,13 +18,18 @@ from typing import Any
 
 import yaml
 
+from ..errors import FggpHubError
 from ..pruning import METHODS
 
-__all__ = ["RecipeError", "Recipe", "default_export_name", "load_recipe", "parse_overrides", "recipe_to_dict"]
+__all__ = ["RecipeError", "RunError", "Recipe", "default_export_name", "load_recipe", "parse_overrides", "recipe_to_dict"]
 
 
-class RecipeError(ValueError):
+class RecipeError(FggpHubError, ValueError):
     """A recipe file or override is invalid (the message names the key)."""
+
+
+class RunError(FggpHubError, RuntimeError):
+    """A valid recipe that cannot run here: the data, the model or the launcher do not fit it (one line, exit 1)."""
 
 
 @dataclass

@@ -385,3 +385,26 @@ def test_remote_zoo_entry_offline_then_fetched_then_cached(cli_env, tiny, run_ma
     assert offline["available"] and offline["accuracy_source"] == "card" and offline["top1"] == tiny["results"]["top1"]
     code, text, err = run_main("info", "resnet20-cifar10-s90-remote", "--json")
     assert code == 0 and json.loads(text)["revision"] == sha, err
+
+
+def test_a_bug_is_a_traceback_not_a_one_line_user_error(run_main, monkeypatch, tmp_path):
+    """The CLI's error table: only fggp-hub's own errors (and OSErrors naming a file) are one line; a KeyError is a bug."""
+    import fggp_hub.cli as cli
+    from fggp_hub.hub.errors import CorruptCheckpointError
+
+    def raising(error):
+        def command(args):
+            raise error
+        return command
+
+    monkeypatch.setitem(cli._COMMANDS, "card", raising(KeyError("sparsity")))
+    with pytest.raises(KeyError):
+        run_main("card", tmp_path)
+    monkeypatch.setitem(cli._COMMANDS, "card", raising(ValueError("a bug, not a user error")))
+    with pytest.raises(ValueError):
+        run_main("card", tmp_path)
+    monkeypatch.setitem(cli._COMMANDS, "card", raising(CorruptCheckpointError("config.json is damaged")))
+    assert run_main("card", tmp_path) == (1, "", "error: config.json is damaged\n")
+    monkeypatch.setitem(cli._COMMANDS, "card", raising(FileNotFoundError(2, "No such file or directory", str(tmp_path / "t.md"))))
+    code, _, err = run_main("card", tmp_path)
+    assert code == 1 and err.startswith("error: ") and "t.md" in err and err.count("\n") == 1

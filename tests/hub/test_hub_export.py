@@ -318,3 +318,44 @@ def test_card_has_model_stats_protocol_note_and_world_readable_files(pruned_resn
     paper = recipe_to_dict(load_recipe(root / "vgg19_cifar10_s90.yaml"))
     again = fggp_hub.export(pruned_resnet20, tmp_path / "paper" / "resnet20-cifar10-s90", recipe=paper)
     assert "Reduced-budget" not in (again / "README.md").read_text()
+
+
+def test_sparsity_info_is_the_typed_block_and_writes_back_byte_identically(exported, tmp_path):
+    """config.json's "sparsity" block as a SparsityInfo: made by export, validated on read, on the loaded model,
+    and written back exactly as read (only replaced fields change)."""
+    import dataclasses
+    import json
+
+    from fggp_hub.hub.card import record_dense_baseline
+    from fggp_hub.hub.errors import CorruptCheckpointError
+    from fggp_hub.hub.integrity import read_export
+    from fggp_hub.hub.sparsity_info import FileInfo, LayerInfo, SparsityInfo
+
+    _, folder = exported
+    raw = (folder / "config.json").read_text(encoding="utf-8")
+    config, info = read_export(folder)
+    assert isinstance(info, SparsityInfo) and info.name == "resnet20-cifar10-s90" and info.method == "fggp"
+    assert info.top1 == 71.25 and info.dense_top1 == 74.5 and info.schedule_settings["total_steps"] == 1000
+    assert isinstance(info.files["model.safetensors"], FileInfo) and info.files["model.safetensors"].size > 0
+    assert all(isinstance(layer, LayerInfo) and 0 <= layer.sparsity <= 1 for layer in info.layers.values())
+    assert json.dumps(info.into_config(config), indent=2) + "\n" == raw  # read -> write: the same bytes
+    made = SparsityInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(SparsityInfo) if f.init})
+    assert made.to_dict() == json.loads(raw)["sparsity"] and list(made.to_dict()) == list(json.loads(raw)["sparsity"])
+
+    model = fggp_hub.load(folder)
+    assert model.sparsity_info == info and model.hub_info["sparsity"] == info.sparsity  # hub_info stays a dict
+
+    changed = info.replace(dense_baseline={"top1": 80.0})
+    assert changed.dense_top1 == 80.0 and info.dense_top1 == 74.5  # frozen: a copy
+    record_dense_baseline(folder, 80.0)
+    after = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    before = json.loads(raw)
+    assert after["sparsity"].pop("dense_baseline") == {"top1": 80.0}
+    before["sparsity"].pop("dense_baseline")
+    assert after == before  # nothing else in config.json changed
+
+    bad = json.loads(raw)
+    bad["sparsity"]["pruning"] = "fggp"
+    (folder / "config.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(CorruptCheckpointError, match="sparsity.pruning"):
+        read_export(folder)

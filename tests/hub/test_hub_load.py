@@ -340,3 +340,31 @@ def test_weights_of_another_shape_are_refused(exported):
     with pytest.raises(CorruptCheckpointError) as info:
         fggp_hub.load(folder)
     assert "does not fit fggp_resnet20_cifar" in one_line(info)
+
+
+def test_hub_commit_adds_files_and_keeps_the_rest(exported, tmp_path):
+    """Hub.commit: a partial commit (eval writes a card's results through it, without hub internals)."""
+    from fggp_hub.hub.errors import InvalidNameError, RepoNotFoundError
+    from fggp_hub.hub.hubs import Hub, LocalHub
+
+    _, folder = exported
+    hub = LocalHub(tmp_path / "hub")
+    first = fggp_hub.push(folder, "me/commit", hub=hub)
+    (tmp_path / "notes.txt").write_text("measured later\n", encoding="utf-8")
+    sha = hub.commit("me/commit", {"README.md": b"# new card\n", "notes.txt": tmp_path / "notes.txt"}, "Update the card")
+    assert sha != first and hub.resolve("me/commit") == sha and hub.history("me/commit")[0]["message"] == "Update the card"
+    snapshot = hub.pull("me/commit")
+    assert (snapshot / "README.md").read_bytes() == b"# new card\n" and (snapshot / "notes.txt").is_file()
+    assert (snapshot / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert (hub.pull("me/commit", first) / "README.md").read_bytes() == (folder / "README.md").read_bytes()
+    with pytest.raises(InvalidNameError):
+        hub.commit("me/commit", {"../escape.md": b"x"}, "bad")
+    with pytest.raises(RepoNotFoundError):
+        hub.commit("me/nothing-here", {"README.md": b"x"}, "no repo")
+    assert hub.resolve("me/commit") == sha
+
+    class PushOnly(Hub):  # a hub that implements only the abstract methods
+        push = pull = resolve = None
+
+    with pytest.raises(NotImplementedError):
+        PushOnly().commit("me/commit", {}, "x")

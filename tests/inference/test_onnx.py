@@ -12,8 +12,8 @@ from fggp_hub.inference import fold_batchnorms
 
 from .test_sparse import _assert_same_logits, _input, _pruned
 
-onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'fggp-hub[onnx]')")
-ort = pytest.importorskip("onnxruntime", reason="the round trip needs onnxruntime (pip install 'fggp-hub[bench]')")
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'fggp-hub[dev]' or '[onnx]')")
+ort = pytest.importorskip("onnxruntime", reason="the round trip needs onnxruntime (pip install 'fggp-hub[dev]' or '[bench]')")
 from onnx import numpy_helper  # noqa: E402
 
 

@@ -37,6 +37,9 @@ struct Conv {
   const int32_t* ci;   // (nnz,) input channel of each non-zero
   const float* val;    // (nnz,)
   const float* bias;
+  int64_t xcs, ocs, rcs;  // channel strides (floats) of x, out and res: >= H*W*N, padded so that channels
+                          // do not all fall into the same cache sets (a plane of 64 KiB would alias)
+  const float* res;  // optional residual (Co, Ho, Wo, N), added before the ReLU; null: none
   float* out;
   int relu;
 };
@@ -56,7 +59,7 @@ template <int NV>
 static void tile(const Conv& c, int oh, int e0, int e1) {
   const int64_t N = c.N;
   const int64_t row_len = (int64_t)c.Wo * N;
-  const int64_t plane = (int64_t)c.H * c.W * N;  // floats per input channel
+  const int64_t plane = c.xcs;  // floats between input channels
   const bool full_tile = (e1 - e0) == NV * 8;
   const int T = c.T;
   const int nz = e1 - e0;
@@ -64,7 +67,7 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
   const bool first = blk == 0, last = blk == c.NB - 1;
   for (int co = 0; co < c.Co; ++co) {
     __m256 acc[NV];
-    float* o = c.out + ((int64_t)co * c.Ho + oh) * row_len + e0;
+    float* o = c.out + (int64_t)co * c.ocs + (int64_t)oh * row_len + e0;
     if (first) {
       const __m256 b = _mm256_set1_ps(c.bias ? c.bias[co] : 0.0f);
 #pragma GCC unroll 8
@@ -111,6 +114,17 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
     }
     const __m256 zero = _mm256_setzero_ps();
     const bool relu = last && c.relu;
+    if (last && c.res) {  // fused residual add (ResNet blocks): out = relu(conv + bias + res)
+      const float* r = c.res + (int64_t)co * c.rcs + (int64_t)oh * row_len + e0;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        if (full_tile) {
+          acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(r + 8 * v));
+        } else if (8 * v < nz) {
+          acc[v] = _mm256_add_ps(acc[v], _mm256_maskload_ps(r + 8 * v, lane_mask(0, nz - 8 * v)));
+        }
+      }
+    }
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       __m256 y = relu ? _mm256_max_ps(acc[v], zero) : acc[v];
@@ -133,13 +147,15 @@ static const TileFn kTiles[kMaxVec + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, 
 
 extern "C" {
 
-int fggp_sparse_abi_version() { return 3; }
+int fggp_sparse_abi_version() { return 5; }
 
-// out (Co, Ho, Wo, N) = conv(x (C, H, W, N)) for stride 1; see the file comment.
+// out (Co, Ho, Wo, N) = relu?(conv(x (C, H, W, N)) + bias + res) for stride 1; see the file comment.
+// res (same shape as out) and bias may be null; xcs, ocs, rcs: channel strides of x, out and res.
 void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int Wo, int Co, int T, int NB,
                                const int32_t* seg, const int32_t* dh, const int32_t* dw, const int32_t* ci,
-                               const float* val, const float* bias, float* out, int relu, int nthreads) {
-  Conv c{x, H, W, N, Ho, Wo, Co, T, NB, (int64_t)Co * T, seg, dh, dw, ci, val, bias, out, relu};
+                               const float* val, const float* bias, const float* res, float* out, int relu,
+                               int64_t xcs, int64_t ocs, int64_t rcs, int nthreads) {
+  Conv c{x, H, W, N, Ho, Wo, Co, T, NB, (int64_t)Co * T, seg, dh, dw, ci, val, bias, xcs, ocs, rcs, res, out, relu};
   const int64_t row_len = (int64_t)Wo * N;
   const int64_t tile_len = kMaxVec * 8;
   const int64_t tiles_per_row = (row_len + tile_len - 1) / tile_len;
@@ -161,23 +177,25 @@ void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int 
     cc.seg = c.seg + (int64_t)co0 * c.T;
     cc.Co = co1 - co0;
     cc.bias = c.bias ? c.bias + co0 : nullptr;
-    cc.out = c.out + (int64_t)co0 * Ho * row_len;
+    cc.out = c.out + (int64_t)co0 * ocs;
+    cc.res = c.res ? c.res + (int64_t)co0 * rcs : nullptr;
     kTiles[nv](cc, oh, (int)e0, (int)e1);
   }
 }
 
-// out (C, Ho, Wo, N) = max-pool(x (C, H, W, N)), kernel kh x kw, stride sh x sw, no padding.
+// out (C, Ho, Wo, N) = max-pool(x (C, H, W, N)), kernel kh x kw, stride sh x sw, no padding;
+// xcs, ocs: channel strides of x and out.
 void fggp_maxpool_chwn_f32(const float* x, int C, int H, int W, int N, int kh, int kw, int sh, int sw,
-                           int Ho, int Wo, float* out, int nthreads) {
+                           int Ho, int Wo, float* out, int64_t xcs, int64_t ocs, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
   for (int64_t t = 0; t < (int64_t)C * Ho; ++t) {
     const int64_t ch = t / Ho;
     const int oh = (int)(t % Ho);
     for (int ow = 0; ow < Wo; ++ow) {
-      float* o = out + ((ch * Ho + oh) * Wo + ow) * (int64_t)N;
+      float* o = out + ch * ocs + ((int64_t)oh * Wo + ow) * N;
       for (int i = 0; i < kh; ++i) {
         for (int k = 0; k < kw; ++k) {
-          const float* p = x + ((ch * H + (int64_t)oh * sh + i) * W + (int64_t)ow * sw + k) * N;
+          const float* p = x + ch * xcs + (((int64_t)oh * sh + i) * W + (int64_t)ow * sw + k) * N;
           if (i == 0 && k == 0) {
             memcpy(o, p, sizeof(float) * N);
           } else {
