@@ -78,10 +78,7 @@ def bundle_one(export: Path, zoo_dir: Path, *, check: bool = True) -> dict:
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
-    results = dict(block.get("results") or {})
-    card_results = target / "eval_results.json"  # the card's headline (fggp-hub eval --update-card), as the card shows it
-    if card_results.is_file():
-        results.update({k: v for k, v in json.loads(card_results.read_text()).items() if k in ("top1", "top5")})
+    results = block.get("results") or {}  # what config.json records: load() checks the index against exactly this
     files = block.get("files") or {}
     return {
         "name": name,
