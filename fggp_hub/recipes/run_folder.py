@@ -125,8 +125,23 @@ def stopped_before_first_checkpoint(out_dir: Path) -> bool:
     """
     if not (out_dir / RESOLVED_RECIPE_NAME).is_file() or (out_dir / RUN_RESULTS_NAME).exists():
         return False
-    root = out_dir / "checkpoints"
-    return not any(checkpoint_is_complete(p) for p in root.glob("*") if p.is_dir() and not p.name.startswith(_PARTIAL_PREFIX))
+    return not _complete_checkpoints(out_dir / "checkpoints", warn=False)
+
+
+def _complete_checkpoints(root: Path, *, warn: bool = True) -> list[Path]:
+    """The complete checkpoints under ``root``, oldest first; incomplete newest ones are dropped (with a warning)."""
+    found = sorted((p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()), key=_step_of)
+    if not found:  # a run from before step-named checkpoints
+        found = sorted((p for p in root.glob(f"{_LEGACY_PREFIX}*") if p.is_dir()), key=_step_of)
+    if warn:
+        for partial in root.glob(f"{_PARTIAL_PREFIX}*"):
+            warnings.warn(f"ignoring {partial}: a checkpoint save that did not finish", stacklevel=3)
+    while found and not checkpoint_is_complete(found[-1]):
+        if warn:
+            warnings.warn(f"ignoring {found[-1]}: incomplete checkpoint (missing model, optimizer or run state)",
+                          stacklevel=3)
+        found.pop()
+    return found
 
 
 def find_resume_checkpoint(out_dir: Path, resume: str) -> Path:
@@ -140,15 +155,7 @@ def find_resume_checkpoint(out_dir: Path, resume: str) -> Path:
                               "run state in it)")
         return path
     root = out_dir / "checkpoints"
-    found = sorted((p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()), key=_step_of)
-    if not found:  # a run from before step-named checkpoints
-        found = sorted((p for p in root.glob(f"{_LEGACY_PREFIX}*") if p.is_dir()), key=_step_of)
-    for partial in root.glob(f"{_PARTIAL_PREFIX}*"):
-        warnings.warn(f"ignoring {partial}: a checkpoint save that did not finish", stacklevel=2)
-    while found and not checkpoint_is_complete(found[-1]):
-        warnings.warn(f"ignoring {found[-1]}: incomplete checkpoint (missing model, optimizer or run state)",
-                      stacklevel=2)
-        found.pop()
+    found = _complete_checkpoints(root)
     if not found:
         raise RecipeError(f"--resume auto: no complete checkpoint under {str(root)!r}; start the run without --resume")
     return found[-1]
