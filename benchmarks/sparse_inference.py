@@ -5,9 +5,10 @@ Batch-1 latency and batch-64 throughput of VGG-19-BN CIFAR and ResNet-50 CIFAR a
 in a worker process of its own venv, timed by the worker, one request per call), so
 the machine's drift hits them alike. Ratios are medians of round-by-round ratios.
 
-Masks: global magnitude over the prunable weights (first conv dense) of the random
-init, BN statistics re-estimated on random batches; the zoo has no VGG-19 / ResNet-50
-checkpoint yet (only ResNet-20), so no real masks are used for these two. Errors: max
+Masks: the zoo's checkpoint where one exists for the architecture and sparsity (the
+trained weights and FGGP masks of ``vgg19-cifar10-s90/s95/s98``; ``--no-zoo`` opts out);
+otherwise global magnitude over the prunable weights (first conv dense) of the random
+init, BN statistics re-estimated on random batches (ResNet-50: no zoo entry). Errors: max
 relative logit error vs torch, and for ours also of the features (global magnitude
 prunes ResNet-50's whole fc at >= 90 %, so its logits are all zero).
 
@@ -135,6 +136,15 @@ def magnitude_model(base: torch.nn.Module, sparsity: float, calib_batches: int, 
     return model.eval()
 
 
+def zoo_model(arch: str, sparsity: float) -> tuple[torch.nn.Module, str] | None:
+    """The zoo's FGGP checkpoint of ``arch`` at ``sparsity`` (within 0.005), loaded offline, and its name."""
+    for entry in fggp_hub.list_models():
+        if (entry.architecture == arch and (entry.method or "fggp") == "fggp" and entry.sparsity is not None
+                and abs(entry.sparsity - sparsity) < 5e-3):
+            return fggp_hub.load(entry.name).eval(), entry.name
+    return None
+
+
 def _ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
@@ -154,8 +164,15 @@ def bench_model(name: str, args: argparse.Namespace, ds: DeepSparse | None, ort_
     torch.manual_seed(args.seed)
     base = timm.create_model(name).eval()
     threads = torch.get_num_threads()
-    models = {s: magnitude_model(base, s, args.calib_batches, args.seed) for s in args.sparsities}
-    result: dict = {"model": name, "per_sparsity": {}, "timings": {}, "errors": {}}
+    models, masks = {}, {}
+    for s in args.sparsities:
+        found = None if args.no_zoo else zoo_model(name, s)
+        if found is not None:
+            models[s], masks[f"{s:g}"] = found[0], f"zoo checkpoint {found[1]}"
+        else:
+            models[s], masks[f"{s:g}"] = magnitude_model(base, s, args.calib_batches, args.seed), "global magnitude (random init)"
+        print(f"{name} at {s:g}: masks from {masks[f'{s:g}']}")
+    result: dict = {"model": name, "masks": masks, "per_sparsity": {}, "timings": {}, "errors": {}}
     ours = {}
     for s, m in models.items():
         t0 = time.perf_counter()
@@ -272,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--deepsparse-python", default=os.environ.get(
         "FGGP_DEEPSPARSE_PYTHON", str(Path.home() / ".cache/deepsparse-venv/bin/python")))
     parser.add_argument("--no-deepsparse", action="store_true")
+    parser.add_argument("--no-zoo", action="store_true", help="global magnitude masks even where the zoo has a checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print every layer's kernel choice and timings")
     args = parser.parse_args(argv)
