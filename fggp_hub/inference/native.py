@@ -37,7 +37,7 @@ MALLOC_ENV = ENV_MALLOC_TUNE
 
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}
@@ -98,6 +98,12 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.fggp_sparse_conv_chwn_f32.restype = None
     lib.fggp_maxpool_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p, q, q, i]
     lib.fggp_maxpool_chwn_f32.restype = None
+    lib.fggp_nchw_to_chwn_f32.argtypes = [p, i, i, i, q, q, p, q, i]
+    lib.fggp_nchw_to_chwn_f32.restype = None
+    lib.fggp_chwn_to_nchw_f32.argtypes = [p, i, i, i, q, p, q, q, i]
+    lib.fggp_chwn_to_nchw_f32.restype = None
+    lib.fggp_maxpool_nchw_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, p, i]
+    lib.fggp_maxpool_nchw_f32.restype = None
 
 
 def native_library() -> ctypes.CDLL | None:

@@ -11,6 +11,7 @@ import copy
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fggp_hub
@@ -365,6 +366,34 @@ def test_direct_kernel_chains_in_chwn_layout_with_fused_relu_and_pools(batch):
     for h in handles:
         h.remove()
     assert all(seen[1:])  # every conv after the first reads its input in place
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(64, 64, 32, 32), (2, 5, 9, 11), (13, 3, 8, 8), (9, 7, 1, 17), (8, 16, 7, 1)])
+def test_native_layout_transposes_are_exact(shape):
+    """NCHW -> CHWN (into the padded buffer) and back, 8 x 8 AVX blocks plus scalar edges, on odd shapes too."""
+    x = torch.randn(*shape)
+    y, cs = layers_module._as_chwn(x)
+    assert torch.equal(y, x.permute(1, 2, 3, 0)) and y.stride(0) == cs
+    back = layers_module._as_nchw(y.permute(3, 0, 1, 2))
+    assert back.is_contiguous() and torch.equal(back, x)
+    # a channel slice of an NCHW batch (batch stride > C*H*W) reads right too
+    wide = torch.randn(shape[0], shape[1] + 3, *shape[2:])[:, 1 : 1 + shape[1]]
+    assert torch.equal(layers_module._as_chwn(wide)[0], wide.permute(1, 2, 3, 0))
+
+
+@needs_native
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))])
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "channels_last"])
+def test_max_pool_matches_torch_in_every_layout(kernel, stride, layout):
+    """The native pools (CHWN, and NCHW for a dense layer's output) equal F.max_pool2d; other layouts go to torch."""
+    pool = ChwnMaxPool2d(nn.MaxPool2d(kernel, stride))
+    x = torch.randn(6, 10, 13, 12)
+    if layout == "chwn":
+        x = layers_module._as_chwn(x)[0].permute(3, 0, 1, 2)
+    elif layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pool(x), F.max_pool2d(x, kernel, stride))
 
 
 @needs_native

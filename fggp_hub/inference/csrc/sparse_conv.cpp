@@ -143,11 +143,100 @@ typedef void (*TileFn)(const Conv&, int, int, int);
 static const TileFn kTiles[kMaxVec + 1] = {nullptr,  tile<1>, tile<2>, tile<3>, tile<4>,
                                             tile<5>, tile<6>, tile<7>, tile<8>};
 
+// 8 x 8 transpose: dst row i, column j = src row j, column i (row strides ss, ds in floats).
+static inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
+  const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+               r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss),
+               r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+               s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+               s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+               s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+
+// dst (P x R, row stride ds) = transpose of src (R x P, row stride ss): 8 x 8 blocks, scalar edges.
+static void transpose_plane(const float* src, int64_t ss, int R, int P, float* dst, int64_t ds) {
+  const int R8 = R & ~7, P8 = P & ~7;
+  for (int p0 = 0; p0 < P8; p0 += 8) {
+    for (int r0 = 0; r0 < R8; r0 += 8) transpose8x8(src + (int64_t)r0 * ss + p0, ss, dst + (int64_t)p0 * ds + r0, ds);
+    for (int r = R8; r < R; ++r)
+      for (int p = p0; p < p0 + 8; ++p) dst[(int64_t)p * ds + r] = src[(int64_t)r * ss + p];
+  }
+  for (int p = P8; p < P; ++p)
+    for (int r = 0; r < R; ++r) dst[(int64_t)p * ds + r] = src[(int64_t)r * ss + p];
+}
+
 }  // namespace
 
 extern "C" {
 
-int fggp_sparse_abi_version() { return 5; }
+// Layout changes between NCHW and the kernel's CHWN, one (N x H*W) <-> (H*W x N) transpose per channel
+// in 8 x 8 AVX blocks: torch's strided copy of the permuted view moved 64 MiB in ~40 ms on the 2-core
+// benchmark machine, this in a few ms.
+// x (N, C, HW) with batch stride xns and channel stride xcs (planes dense) -> out (C, HW, N), channel stride ocs.
+void fggp_nchw_to_chwn_f32(const float* x, int N, int C, int HW, int64_t xns, int64_t xcs, float* out, int64_t ocs,
+                           int nthreads) {
+  const int PB = 256;  // pixels per task: 8 KiB of output per batch-8 block stays in L1
+  const int64_t pblocks = (HW + PB - 1) / PB;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t t = 0; t < (int64_t)C * pblocks; ++t) {
+    const int64_t c = t / pblocks;
+    const int p0 = (int)(t % pblocks) * PB, p1 = std::min(HW, p0 + PB);
+    transpose_plane(x + c * xcs + p0, xns, N, p1 - p0, out + c * ocs + (int64_t)p0 * N, N);
+  }
+}
+
+// x (C, HW, N) with channel stride xcs -> out (N, C, HW) with batch stride ons and channel stride ocs.
+void fggp_chwn_to_nchw_f32(const float* x, int N, int C, int HW, int64_t xcs, float* out, int64_t ons, int64_t ocs,
+                           int nthreads) {
+  const int PB = 256;
+  const int64_t pblocks = (HW + PB - 1) / PB;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t t = 0; t < (int64_t)C * pblocks; ++t) {
+    const int64_t c = t / pblocks;
+    const int p0 = (int)(t % pblocks) * PB, p1 = std::min(HW, p0 + PB);
+    transpose_plane(x + c * xcs + (int64_t)p0 * N, N, p1 - p0, N, out + c * ocs + p0, ons);
+  }
+}
+
+// out (NC, Ho, Wo) = max-pool(x (NC, H, W)), contiguous NCHW planes, kernel kh x kw, stride sh x sw, no padding.
+// torch's NCHW max-pool took ~15 ms for a 64 x 64 x 32 x 32 batch on the 2-core machine (channels-last: 1 ms).
+void fggp_maxpool_nchw_f32(const float* x, int NC, int H, int W, int kh, int kw, int sh, int sw, int Ho, int Wo,
+                           float* out, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t t = 0; t < (int64_t)NC * Ho; ++t) {
+    const int64_t plane = t / Ho;
+    const int oh = (int)(t % Ho);
+    const float* src = x + plane * H * W + (int64_t)oh * sh * W;
+    float* o = out + plane * Ho * Wo + (int64_t)oh * Wo;
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
+      const float* a = src;
+      const float* b = src + W;
+      for (int ow = 0; ow < Wo; ++ow)
+        o[ow] = std::max(std::max(a[2 * ow], a[2 * ow + 1]), std::max(b[2 * ow], b[2 * ow + 1]));
+      continue;
+    }
+    for (int ow = 0; ow < Wo; ++ow) {
+      float m = src[(int64_t)ow * sw];
+      for (int i = 0; i < kh; ++i)
+        for (int k = 0; k < kw; ++k) m = std::max(m, src[(int64_t)i * W + (int64_t)ow * sw + k]);
+      o[ow] = m;
+    }
+  }
+}
+
+int fggp_sparse_abi_version() { return 6; }
 
 // out (Co, Ho, Wo, N) = relu?(conv(x (C, H, W, N)) + bias + res) for stride 1; see the file comment.
 // res (same shape as out) and bias may be null; xcs, ocs, rcs: channel strides of x, out and res.
