@@ -165,13 +165,39 @@ def _direct_conv_chwn(
     if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
         bias = bias.float().contiguous()
     r4, rcs = (None, 0) if res is None else _as_chwn(res.expand(n, co, ho, wo))
+    xoff = _input_offsets(layer, meta, xcs, kw, n)
     lib.fggp_sparse_conv_chwn_f32(
         x4.data_ptr(), kh, kw, n, kho, kwo, co, dh.numel(), nb,
         seg.data_ptr(), dh.data_ptr(), dw.data_ptr(), ci.data_ptr(), vals.data_ptr(),
         _ptr(bias), _ptr(r4), out.data_ptr(), int(layer.relu), xcs, out.stride(0) if co > 1 else ho * wo * n, rcs,
-        torch.get_num_threads(),
+        _ptr(xoff), torch.get_num_threads(),
     )
     return out
+
+
+#: Input geometries whose per-non-zero offsets a layer keeps (batch sizes in use, usually one or two).
+_MAX_OFFSET_TABLES = 4
+
+
+def _input_offsets(layer: "SparseInferenceLayer", meta: tuple, xcs: int, w: int, n: int) -> Tensor | None:
+    """Each non-zero's input offset ``ci * xcs + dh * w * n + dw * n`` (int32, kernel order) for this geometry,
+    cached on the layer; None when an offset would not fit in int32 (the kernel then takes the per-tap loop)."""
+    seg, dh, dw, ci, _, _ = meta
+    key = (id(seg), xcs, w, n)
+    cache = layer._offset_tables
+    if key in cache and cache[key][0] is seg:  # the entry holds seg, so its id cannot be reused meanwhile
+        return cache[key][1]
+    n_taps = dh.numel()
+    if ci.numel() and (int(ci.max()) + 1) * xcs + (int(dh.abs().max()) * w + int(dw.abs().max())) * n >= 2**31:
+        table = None
+    else:
+        counts = (seg[1:] - seg[:-1]).long()
+        tap = torch.repeat_interleave(torch.arange(counts.numel()) % n_taps, counts)
+        table = (ci.long() * xcs + dh.long()[tap] * (w * n) + dw.long()[tap] * n).to(torch.int32)
+    if len(cache) >= _MAX_OFFSET_TABLES:
+        cache.pop(next(iter(cache)))
+    cache[key] = (seg, table)
+    return table
 
 
 def _tap_grouped(
@@ -234,6 +260,8 @@ class SparseInferenceLayer(nn.Module):
         self.default_mode = "dense"
         self._csr_cache: tuple[Tensor, Tensor] | None = None
         self._direct_meta: dict[tuple, tuple] = {}  # input geometry -> per-non-zero offsets of the direct kernel
+        # (weight form id, channel stride, W, N) -> (weight form's seg, input offsets of the direct kernel)
+        self._offset_tables: dict[tuple, tuple[Tensor, Tensor | None]] = {}
         self.relu = False  # a following ReLU fused into the kernels (set by sparsify_for_inference)
         # forward(x, residual) adds a residual before the ReLU (a ResNet block's add, fused by fuse_residual_blocks)
         self.residual_fused = False
@@ -267,6 +295,7 @@ class SparseInferenceLayer(nn.Module):
             self.crow_indices = self.col_indices = self.values = None
             self._csr_cache = None
             self._direct_meta = {}
+            self._offset_tables = {}
 
     def _csr(self) -> Tensor:
         if self.values is None:

@@ -37,7 +37,7 @@ MALLOC_ENV = ENV_MALLOC_TUNE
 
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_ABI_VERSION = 6
+_ABI_VERSION = 7
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}
@@ -94,7 +94,7 @@ def _build(cxx: str) -> Path:
 def _bind(lib: ctypes.CDLL) -> None:
     p, i, q = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
     lib.fggp_sparse_abi_version.restype = i
-    lib.fggp_sparse_conv_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, q, q, q, i]
+    lib.fggp_sparse_conv_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, q, q, q, p, i]
     lib.fggp_sparse_conv_chwn_f32.restype = None
     lib.fggp_maxpool_chwn_f32.argtypes = [p, i, i, i, i, i, i, i, i, i, i, p, q, q, i]
     lib.fggp_maxpool_chwn_f32.restype = None

@@ -437,6 +437,39 @@ def test_direct_kernel_cache_blocks_match_conv2d(block, stride, batch):
 
 
 @needs_native
+@pytest.mark.parametrize(
+    "kernel, padding, dilation",
+    [(3, 1, 1), (5, 2, 1), (3, 2, 2), ((1, 3), (0, 1), 1), (1, 0, 1), (3, 0, 1)],
+)
+@pytest.mark.parametrize("batch", [16, 64])
+def test_direct_kernel_interior_tiles_match_the_per_tap_loop(kernel, padding, dilation, batch, monkeypatch):
+    """Interior tiles run one flat loop over precomputed input offsets; border tiles the per-tap loop.
+
+    Both must equal F.conv2d (residual and ReLU fused), with and without cache blocks, and the
+    result must not depend on whether the offset table exists.
+    """
+    torch.manual_seed(batch)
+    conv = nn.Conv2d(24, 16, kernel, padding=padding, dilation=dilation).eval()
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.5)
+        conv.bias.normal_()
+    layer = SparseConv2d(conv)
+    layer.relu = True
+    x = torch.randn(batch, 24, 12, 10)
+    with torch.inference_mode():
+        ref_plain = conv(x)
+        res = torch.randn_like(ref_plain)
+        ref = torch.relu(ref_plain + res)
+        for block in (0, 8):
+            torch.testing.assert_close(layer.run(x, f"direct@{block}", res), ref, rtol=1e-5, atol=1e-5)
+        assert any(table is not None for _, table in layer._offset_tables.values())  # the flat loop was set up
+        with_offsets = layer.run(x, "direct@0", res)
+        monkeypatch.setattr(layers_module, "_input_offsets", lambda *a: None)
+        without = layer.run(x, "direct@0", res)
+    torch.testing.assert_close(with_offsets, without, rtol=1e-6, atol=1e-6)
+
+
+@needs_native
 def test_tuning_records_the_chosen_cache_block():
     model = _pruned("small_vgg_cifar", 0.7, "global")
     fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, min_speedup=1.0)

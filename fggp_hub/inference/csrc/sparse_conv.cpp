@@ -42,6 +42,11 @@ struct Conv {
   const float* res;  // optional residual (Co, Ho, Wo, N), added before the ReLU; null: none
   float* out;
   int relu;
+  // Optional (nnz,): each non-zero's input offset (floats) from its output element, ci * xcs + dh * W * N
+  // + dw * N. Tiles where every tap is inside the image run one branch-free loop over an output channel's
+  // non-zeros of a block with these, instead of the per-tap loop (its bounds checks and short trip counts).
+  const int32_t* xoff;
+  int dh_min, dh_max, dw_min, dw_max;  // the taps' shift ranges (interior test)
 };
 
 static inline __m256i lane_mask(int lo, int hi) {
@@ -63,6 +68,10 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
   const bool full_tile = (e1 - e0) == NV * 8;
   const int T = c.T;
   const int nz = e1 - e0;
+  // every tap of every non-zero reads inside the image for the whole tile: the flat loop applies
+  const bool interior = c.xoff != nullptr && full_tile && oh + c.dh_min >= 0 && oh + c.dh_max < c.H &&
+                        e0 >= (int64_t)std::max(0, -c.dw_min) * N && e1 <= (int64_t)std::min(c.Wo, c.W - c.dw_max) * N;
+  const float* tile_base = c.x + (int64_t)oh * c.W * N + e0;
   for (int blk = 0; blk < c.NB; ++blk) {
   const bool first = blk == 0, last = blk == c.NB - 1;
   for (int co = 0; co < c.Co; ++co) {
@@ -80,6 +89,15 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
       for (int v = 0; v < NV; ++v) acc[v] = _mm256_maskload_ps(o + 8 * v, lane_mask(0, nz - 8 * v));
     }
     const int32_t* seg = c.seg + blk * c.bstride + (int64_t)co * T;
+    if (interior) {
+      const int j1 = seg[T];
+      for (int j = seg[0]; j < j1; ++j) {
+        const float* p = tile_base + c.xoff[j];
+        const __m256 w = _mm256_set1_ps(c.val[j]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * v), acc[v]);
+      }
+    } else
     for (int t = 0; t < T; ++t) {
       const int j0 = seg[t], j1 = seg[t + 1];
       if (j0 == j1) continue;
@@ -236,15 +254,21 @@ void fggp_maxpool_nchw_f32(const float* x, int NC, int H, int W, int kh, int kw,
   }
 }
 
-int fggp_sparse_abi_version() { return 6; }
+int fggp_sparse_abi_version() { return 7; }
 
 // out (Co, Ho, Wo, N) = relu?(conv(x (C, H, W, N)) + bias + res) for stride 1; see the file comment.
-// res (same shape as out) and bias may be null; xcs, ocs, rcs: channel strides of x, out and res.
+// res (same shape as out) and bias may be null; xcs, ocs, rcs: channel strides of x, out and res; xoff (may be
+// null): per non-zero input offsets for interior tiles (see Conv::xoff), computed for this xcs, W and N.
 void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int Wo, int Co, int T, int NB,
                                const int32_t* seg, const int32_t* dh, const int32_t* dw, const int32_t* ci,
                                const float* val, const float* bias, const float* res, float* out, int relu,
-                               int64_t xcs, int64_t ocs, int64_t rcs, int nthreads) {
-  Conv c{x, H, W, N, Ho, Wo, Co, T, NB, (int64_t)Co * T, seg, dh, dw, ci, val, bias, xcs, ocs, rcs, res, out, relu};
+                               int64_t xcs, int64_t ocs, int64_t rcs, const int32_t* xoff, int nthreads) {
+  Conv c{x, H, W, N, Ho, Wo, Co, T, NB, (int64_t)Co * T, seg, dh, dw, ci, val, bias, xcs, ocs, rcs, res, out, relu,
+         xoff, 0, 0, 0, 0};
+  for (int t = 0; t < T; ++t) {
+    c.dh_min = std::min(c.dh_min, dh[t]), c.dh_max = std::max(c.dh_max, dh[t]);
+    c.dw_min = std::min(c.dw_min, dw[t]), c.dw_max = std::max(c.dw_max, dw[t]);
+  }
   const int64_t row_len = (int64_t)Wo * N;
   const int64_t tile_len = kMaxVec * 8;
   const int64_t tiles_per_row = (row_len + tile_len - 1) / tile_len;
