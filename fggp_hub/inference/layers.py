@@ -46,6 +46,9 @@ _UNFOLD_MAX_PIXELS = 16
 # blocks pay only where each channel has a few dozen non-zeros in them (the denser layers).
 _BLOCK_NNZ_CANDIDATES = (32, 96)
 _BLOCK_NNZ_DEFAULT = 48
+#: L1 bytes a cache block's input rows may fill for one output tile (64 floats): the L1d is 32 KiB per core
+#: on the AVX2 machines measured, and the output tile, weights and offsets need the rest.
+_L1_BLOCK_BYTES = 20 * 1024
 
 
 def _ci_block_for(density: float, taps: int, n_ci: int, target_nnz: int) -> int:
@@ -366,7 +369,7 @@ class SparseInferenceLayer(nn.Module):
         """Whether the native kernel can add this residual (else the torch CSR kernel runs, adding it after)."""
         return False
 
-    def block_candidates(self, *targets: int) -> list[int]:
+    def block_candidates(self, *targets: int, batch: int | None = None) -> list[int]:
         """Cache-block settings of the direct kernel worth timing (convs only; 0 = no blocking)."""
         return [0]
 
@@ -509,8 +512,13 @@ class SparseConv2d(SparseInferenceLayer):
         self._direct_meta[("conv", block)] = cached = (meta, phases)
         return cached
 
-    def block_candidates(self, *targets: int) -> list[int]:
-        """Input-channel cache blocks worth timing for the direct kernel (0 = one block; always first)."""
+    def block_candidates(self, *targets: int, batch: int | None = None) -> list[int]:
+        """Input-channel cache blocks worth timing for the direct kernel (0 = one block; always first).
+
+        ``targets``: non-zeros per output channel and block (default :data:`_BLOCK_NNZ_CANDIDATES`).
+        With ``batch``, also the block whose input rows for one output tile fill about
+        :data:`_L1_BLOCK_BYTES` of L1 (the kernel's flat loop makes small blocks pay on large maps).
+        """
         if self.values is None:
             return [0]
         _, phases = self._direct_meta_for(0)
@@ -522,7 +530,22 @@ class SparseConv2d(SparseInferenceLayer):
             k = _ci_block_for(density, taps, n_ci, target)
             if k not in blocks:
                 blocks.append(k)
+        if batch is not None and not targets:
+            rows = 1 if self.is_pointwise else self.kernel_size[0]
+            width = 64 if self.is_pointwise else 64 + (self.kernel_size[1] - 1) * self.dilation[1] * batch
+            k = max(4, _L1_BLOCK_BYTES // (4 * rows * width) // 4 * 4)
+            if k < 0.75 * n_ci and k not in blocks:
+                blocks.append(k)
         return blocks
+
+    def _phase_offsets(self, phases: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """Row and column offsets (int32) of each phase image the polyphase split builds."""
+        key = ("phases", phases)
+        if key not in self._direct_meta:
+            sw = self.stride[1]
+            self._direct_meta[key] = (torch.tensor([p // sw for p in phases], dtype=torch.int32),
+                                      torch.tensor([p % sw for p in phases], dtype=torch.int32))
+        return self._direct_meta[key]
 
     def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
         if x.dim() != 4:
@@ -552,6 +575,14 @@ class SparseConv2d(SparseInferenceLayer):
         )
         if (sh, sw) == (1, 1):
             xc, cs = _as_chwn(x)  # CHWN: a view when x came from a direct layer, else one copy
+        elif (lib := native_library()) is not None and b > 1:
+            # phase images, channel ci*P + p, in a padded CHWN buffer: the native split (one memcpy per pixel)
+            x4, xcs = _as_chwn(x)
+            xc = _empty_chwn(c * len(phases), hp, wp, b)
+            cs = xc.stride(0) if xc.shape[0] > 1 else hp * wp * b
+            ph, pw = self._phase_offsets(phases)
+            lib.fggp_polyphase_chwn_f32(x4.data_ptr(), c, h, w, b, xcs, sh, sw, ph.data_ptr(), pw.data_ptr(),
+                                        len(phases), hp, wp, xc.data_ptr(), cs, torch.get_num_threads())
         else:
             x4 = x.permute(1, 2, 3, 0)
             if hp * sh == h and wp * sw == w:

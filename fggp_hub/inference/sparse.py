@@ -150,7 +150,7 @@ def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
     if not layer.direct_supported(x):
         return ("dense", "sparse")
     # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
-    direct = tuple(f"direct@{k}" for k in layer.block_candidates())
+    direct = tuple(f"direct@{k}" for k in layer.block_candidates(batch=x.shape[0]))
     if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
         return ("dense", *direct)
     return ("dense", "sparse", *direct)

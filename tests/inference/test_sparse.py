@@ -469,6 +469,19 @@ def test_direct_kernel_interior_tiles_match_the_per_tap_loop(kernel, padding, di
     torch.testing.assert_close(with_offsets, without, rtol=1e-6, atol=1e-6)
 
 
+def test_block_candidates_add_an_l1_sized_block_for_large_inputs():
+    """With the batch size known, the tuner also times the block whose input rows fit L1 (here 3x3, batch 64)."""
+    conv = nn.Conv2d(256, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
+    layer = SparseConv2d(conv)
+    plain = layer.block_candidates()
+    l1 = layers_module._L1_BLOCK_BYTES // (4 * 3 * (64 + 2 * 64)) // 4 * 4
+    assert plain[0] == 0 and l1 not in plain
+    assert layer.block_candidates(batch=64) == [*plain, l1]
+    assert layer.block_candidates(48, batch=64) == layer.block_candidates(48)  # explicit targets: only those
+
+
 @needs_native
 def test_tuning_records_the_chosen_cache_block():
     model = _pruned("small_vgg_cifar", 0.7, "global")
@@ -478,7 +491,7 @@ def test_tuning_records_the_chosen_cache_block():
         assert "direct" not in lay["decisions"].values() or 4 in lay["direct_ci_blocks"]
         assert not any(m.startswith("direct@") for m in lay["timings_s"].get(4, {}))
         if isinstance(layer, SparseConv2d) and layer.values is not None:
-            assert set(layer.direct_blocks.values()) <= set(layer.block_candidates())
+            assert set(layer.direct_blocks.values()) <= set(layer.block_candidates(batch=4))
     x = _input("v", 4)
     with torch.inference_mode():
         _assert_same_logits(model(x), fast(x))
