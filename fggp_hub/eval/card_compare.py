@@ -301,7 +301,11 @@ def _update_folder(folder: Path, results: Mapping[str, Any]) -> list[str]:
     write_text_atomic(path, str(card))
     changed = [CARD_NAME]
     current = _read_json(folder / RESULTS_NAME)
-    same_dataset = results.get("dataset") is None or current.get("dataset") in (None, results.get("dataset"))
+    # A run writes its recipe's dataset key ("cifar10") into eval_results.json; eval measures under
+    # the card's label ("CIFAR-10 (JPEG-q75 copy)"): both name the card's own dataset.
+    card_label = read_export(folder)[1].dataset if (folder / CONFIG_NAME).is_file() else None
+    same_dataset = results.get("dataset") is None or current.get("dataset") in (None, results.get("dataset")) \
+        or (card_label is not None and results.get("dataset") == card_label)
     if _result_split(results)[1] and same_dataset:
         update = {k: results[k] for k in ("dataset", "top1", "top5", "loss", "split", "num_images") if results.get(k) is not None}
         write_text_atomic(folder / RESULTS_NAME, json.dumps({**current, **update}, indent=2) + "\n")
