@@ -127,6 +127,7 @@ def test_one_error_root_keeps_the_builtin_bases():
     from fggp_hub.recipes import RecipeError, RunError
 
     assert fggp_hub.FggpHubError is FggpHubError is hub_errors.FggpHubError
+    assert CardError is hub_errors.CardError is fggp_hub.eval.CardError is fggp_hub.hub.CardError  # the card module's, re-exported
     pairs = [(CliError, Exception), (CacheCorruptedError, RuntimeError), (DatasetUnavailableError, OSError),
              (DatasetFormatError, ValueError), (CardError, ValueError), (EvalError, ValueError),
              (OnnxExportError, RuntimeError), (RecipeError, ValueError), (RunError, RuntimeError),
