@@ -64,3 +64,13 @@ def test_write_results_to_card_refuses_what_it_cannot_write(exported, tmp_path):
     (folder / "README.md").unlink()
     with pytest.raises(CardError, match="does not exist: export the model first"):
         write_results_to_card(folder, {"top1": 1.0})
+
+
+def test_reading_and_writing_live_in_the_hub_card_module():
+    import fggp_hub.eval
+    import fggp_hub.eval.card_compare
+    from fggp_hub.hub import card, errors
+
+    assert fggp_hub.eval.card_metrics is fggp_hub.eval.card_compare.card_metrics is card.card_metrics
+    assert fggp_hub.eval.write_results_to_card is fggp_hub.eval.card_compare.write_results_to_card is card.write_results_to_card
+    assert fggp_hub.eval.CardError is fggp_hub.eval.errors.CardError is errors.CardError
