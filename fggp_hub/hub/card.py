@@ -12,7 +12,9 @@ huggingface_hub's ``repocard`` does for any repo card:
   canvas, so no global backend is changed.
 - **read**: :func:`card_metrics` gathers what a card claims from config.json, eval_results.json
   and the model-index, under :func:`~fggp_hub.eval.evaluate_model`'s key names (for
-  ``fggp-hub eval --check``; an unreadable file is a :class:`~fggp_hub.hub.errors.CardError`).
+  ``fggp-hub eval --check``; an unreadable file is a :class:`~fggp_hub.hub.errors.CardError`);
+  :func:`card_results` gives the top-1/top-5 of the zoo table and the leaderboard, skipping
+  unreadable sources. Both take the model-index's first entry, read by one function.
 - **write**: :func:`write_results_to_card` merges measured values into the ``model-index`` the way
   ``huggingface_hub.metadata_update`` does (same task, dataset, split and metric: value
   replaced; otherwise appended), in a folder or as a commit on a hub.
@@ -37,7 +39,7 @@ from ..constants import CARD_NAME, CONFIG_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
 from ..constants import ENV_CARD_TEMPLATE as ENV_TEMPLATE
 from ..constants import LAYER_PLOT_NAME as LAYER_PLOT
 from ..constants import SCHEDULE_PLOT_NAME as SCHEDULE_PLOT
-from .errors import CardError, CorruptCheckpointError, ExportError, FolderNotFoundError
+from .errors import CardError, CorruptCheckpointError, ExportError, FggpHubError, FolderNotFoundError
 from .integrity import COMPACT_WEIGHTS, DENSE_WEIGHTS, read_export
 from .sparsity_info import SparsityInfo
 
@@ -47,6 +49,7 @@ __all__ = [
     "METRIC_TYPES",
     "SCHEDULE_PLOT",
     "card_metrics",
+    "card_results",
     "dataset_hub_id",
     "plot_layer_sparsity",
     "plot_schedule",
@@ -482,7 +485,8 @@ def _from_model_index(meta: Mapping[str, Any], num_images: int | None = None) ->
     """The card's figures: the model-index's first (task, dataset, split) entry, or with ``num_images``
     the entry on exactly the first ``num_images`` images (``test[:1017]``) when the card has one.
 
-    Metric types map to result keys through :data:`METRIC_TYPES`; the first value of each key wins.
+    The one reader of a model-index (:func:`card_metrics` and :func:`card_results`): metric types
+    map to result keys through :data:`METRIC_TYPES`; the first value of each key wins.
     """
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
@@ -507,7 +511,7 @@ def _from_model_index(meta: Mapping[str, Any], num_images: int | None = None) ->
         key = METRIC_TYPES.get(result.metric_type)
         value = result.metric_value
         same_entry = (result.task_type, result.dataset_name, result.dataset_split) == (head.task_type, head.dataset_name, head.dataset_split)
-        if same_entry and key is not None and key not in out and isinstance(value, (int, float)):
+        if same_entry and key is not None and key not in out and isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = float(value)
     return out
 
@@ -548,6 +552,47 @@ def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: s
     if not any(k in out for k in ("top1", "sparsity")):
         raise CardError(f"{folder} has no model card values (no config.json sparsity block, eval_results.json or model-index): is it an export folder?")
     return {**where, **out}
+
+
+def _accuracies(values: Mapping[str, Any]) -> dict[str, float]:
+    """``values``' top1/top5 that are finite numbers."""
+    return {k: float(v) for k, v in ((k, values.get(k)) for k in ("top1", "top5"))
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def card_results(folder: str | os.PathLike) -> tuple[dict[str, float], str | None]:
+    """Top-1/top-5 (%) as the card states them, and where they were read (``"card"``, ``"eval_results.json"``,
+    ``"config.json"``; None when no source has them).
+
+    The README's model-index (what the Hub shows; read as :func:`card_metrics` reads it) wins,
+    then ``eval_results.json``, then config.json's ``results``. Nothing raises: an unreadable
+    source is skipped (``load()`` reports a broken card), so the zoo table and the leaderboard
+    still show the other models.
+    """
+    folder = Path(folder)
+    card = folder / CARD_NAME
+    if card.is_file():
+        try:
+            found = _accuracies(_from_model_index(_card_metadata(card)))
+        except Exception:  # an unreadable card is reported by load(); here the other sources are tried
+            found = {}
+        if found:
+            return found, "card"
+    results_path = folder / EVAL_RESULTS_NAME
+    if results_path.is_file():
+        try:
+            data = json.loads(results_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        found = _accuracies(data) if isinstance(data, dict) else {}
+        if found:
+            return found, EVAL_RESULTS_NAME
+    try:
+        info = read_export(folder)[1]
+    except FggpHubError:
+        return {}, None
+    found = {k: v for k, v in (("top1", info.top1), ("top5", info.top5)) if v is not None}
+    return found, (CONFIG_NAME if found else None)
 
 
 # --------------------------------------------------------------------------- writing results back

@@ -66,11 +66,25 @@ def test_write_results_to_card_refuses_what_it_cannot_write(exported, tmp_path):
         write_results_to_card(folder, {"top1": 1.0})
 
 
+def test_one_model_index_reader_the_headline_entry(exported):
+    """card_results (list, the leaderboard, info) and card_metrics (eval --check) read the same entry: the
+    card's first one. A result on a prefix of the split (eval --num-images --update-card) is its own entry."""
+    _, folder = exported
+    label = card_metrics(folder)["dataset"]
+    write_results_to_card(folder, {"dataset": label, "split": "test", "top1": 50.0, "top5": 80.0,
+                                   "num_images": 100, "dataset_size": 10000})
+    assert card_results(folder) == ({"top1": 71.25}, "card")  # not the subset entry's top5
+    assert card_metrics(folder)["top1"] == 71.25 and "top5" not in card_metrics(folder)
+    assert card_metrics(folder, num_images=100)["top5"] == 80.0
+
+
 def test_reading_and_writing_live_in_the_hub_card_module():
     import fggp_hub.eval
     import fggp_hub.eval.card_compare
+    import fggp_hub.hub.records
     from fggp_hub.hub import card, errors
 
     assert fggp_hub.eval.card_metrics is fggp_hub.eval.card_compare.card_metrics is card.card_metrics
     assert fggp_hub.eval.write_results_to_card is fggp_hub.eval.card_compare.write_results_to_card is card.write_results_to_card
+    assert fggp_hub.hub.records.card_results is card.card_results
     assert fggp_hub.eval.CardError is fggp_hub.eval.errors.CardError is errors.CardError
