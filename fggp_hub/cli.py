@@ -277,8 +277,9 @@ def _cmd_export(args) -> int:
 
 # =============================================================================== eval
 def _cmd_eval(args) -> int:
-    from .eval import card_metrics, compare_with_card, evaluate_model, save_results, write_results_to_card
+    from .eval import compare_with_card, evaluate_model, save_results
     from .eval.card_compare import comparison_text, parse_tolerances
+    from .hub.card import card_metrics, write_results_to_card
 
     tolerances = parse_tolerances(args.tolerance)
     if args.num_images is not None and args.num_images < 1:

@@ -66,6 +66,25 @@ def test_no_module_imports_the_package_init():
     assert not offenders
 
 
+def test_the_hub_never_imports_eval():
+    """One-way layering: eval builds on the hub (cards, load), the hub never reaches back into eval."""
+    offenders = []
+    for path in (PACKAGE / "hub").rglob("*.py"):
+        package = path.relative_to(PACKAGE.parent).parent.parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else ()
+                target = ".".join(base + tuple(filter(None, [node.module])))
+                targets = [target] + [f"{target}.{a.name}" for a in node.names]
+            else:
+                continue
+            offenders += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {t}" for t in targets
+                          if t == "fggp_hub.eval" or t.startswith("fggp_hub.eval.")]
+    assert not offenders
+
+
 def test_home_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv(constants.ENV_HOME, raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
@@ -127,6 +146,7 @@ def test_one_error_root_keeps_the_builtin_bases():
     from fggp_hub.recipes import RecipeError, RunError
 
     assert fggp_hub.FggpHubError is FggpHubError is hub_errors.FggpHubError
+    assert CardError is hub_errors.CardError is fggp_hub.eval.CardError is fggp_hub.hub.CardError  # the card module's, re-exported
     pairs = [(CliError, Exception), (CacheCorruptedError, RuntimeError), (DatasetUnavailableError, OSError),
              (DatasetFormatError, ValueError), (CardError, ValueError), (EvalError, ValueError),
              (OnnxExportError, RuntimeError), (RecipeError, ValueError), (RunError, RuntimeError),

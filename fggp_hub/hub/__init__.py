@@ -4,6 +4,7 @@ Depends on huggingface_hub, safetensors, timm and fggp_hub.pruning (for sparsity
 """
 from .errors import (
     ArchitectureNotRegisteredError,
+    CardError,
     CorruptCheckpointError,
     ExportError,
     FggpHubError,
@@ -28,6 +29,7 @@ from .zoo import ZooEntry, list_models, make_name, register
 
 __all__ = [
     "ArchitectureNotRegisteredError",
+    "CardError",
     "CorruptCheckpointError",
     "ExportError",
     "FggpHubError",

@@ -1,14 +1,35 @@
-"""Model cards (huggingface_hub ``ModelCard`` from a Jinja template) and their PNG plots.
+"""Model cards: render them, read what they claim, write measured results back.
 
-Everything on the card is derived from the export folder's facts: config.json's
-``sparsity`` block, the recipe text and the command. The template is
-``fggp_hub/hub/templates/model_card.md`` (package data; overridable with ``$FGGP_HUB_CARD_TEMPLATE`` or the
-``template`` argument). Plots are drawn with matplotlib's object API on an Agg
-canvas, so no global backend is changed.
+The card of an export folder is its ``README.md``: YAML front matter (with the ``model-index``
+the Hub shows) over markdown. This module does the three things done with it, as
+huggingface_hub's ``repocard`` does for any repo card:
+
+- **render**: :func:`make_card` builds a ``huggingface_hub.ModelCard`` from the export's facts
+  (config.json's ``sparsity`` block, the recipe text, the command) and a Jinja template,
+  ``fggp_hub/hub/templates/model_card.md`` (package data; overridable with
+  ``$FGGP_HUB_CARD_TEMPLATE`` or the ``template`` argument); :func:`rewrite_folder_card`
+  re-renders an export folder's card. Plots are drawn with matplotlib's object API on an Agg
+  canvas, so no global backend is changed.
+- **read**: :func:`card_metrics` gathers what a card claims from config.json, eval_results.json
+  and the model-index, under :func:`~fggp_hub.eval.evaluate_model`'s key names (for
+  ``fggp-hub eval --check``; an unreadable file is a :class:`~fggp_hub.hub.errors.CardError`);
+  :func:`card_results` gives the top-1/top-5 of the zoo table and the leaderboard, skipping
+  unreadable sources. Both take the model-index's first entry, read by one function.
+- **write**: :func:`write_results_to_card` merges measured values into the ``model-index`` the way
+  ``huggingface_hub.metadata_update`` does (same task, dataset, split and metric: value
+  replaced; otherwise appended), in a folder or as a commit on a hub.
+
+:data:`METRIC_TYPES` and :data:`METRIC_NAMES` are the one map between model-index metric types
+and result keys.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,11 +39,17 @@ from ..constants import CARD_NAME, CONFIG_NAME, EVAL_RESULTS_NAME, RECIPE_NAME
 from ..constants import ENV_CARD_TEMPLATE as ENV_TEMPLATE
 from ..constants import LAYER_PLOT_NAME as LAYER_PLOT
 from ..constants import SCHEDULE_PLOT_NAME as SCHEDULE_PLOT
+from .errors import CardError, CorruptCheckpointError, ExportError, FggpHubError, FolderNotFoundError
+from .integrity import COMPACT_WEIGHTS, DENSE_WEIGHTS, read_export
 from .sparsity_info import SparsityInfo
 
 __all__ = [
     "LAYER_PLOT",
+    "METRIC_NAMES",
+    "METRIC_TYPES",
     "SCHEDULE_PLOT",
+    "card_metrics",
+    "card_results",
     "dataset_hub_id",
     "plot_layer_sparsity",
     "plot_schedule",
@@ -30,6 +57,7 @@ __all__ = [
     "folder_card",
     "rewrite_folder_card",
     "template_path",
+    "write_results_to_card",
 ]
 
 _PACKAGE_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"  # package data: wheels render the same cards
@@ -195,7 +223,6 @@ def make_card(
     """A ``huggingface_hub.ModelCard`` for an export folder described by ``config`` (config.json) and its record ``info``."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from .integrity import COMPACT_WEIGHTS, DENSE_WEIGHTS
     from .zoo import dataset_short_name, sparsity_tag
 
     plots = dict(plots or {})
@@ -318,8 +345,6 @@ def make_card(
 # --------------------------------------------------------------------------- re-rendering an export folder
 def _card_repo_id(card_path: Path) -> str | None:
     """The repo id an existing card was rendered for (its ``hf-hub:`` line), unless it is the placeholder."""
-    import re
-
     if not card_path.is_file():
         return None
     match = re.search(r'hf-hub:([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"', card_path.read_text(encoding="utf-8"))
@@ -332,10 +357,6 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
     ``eval_results.json`` (updated after export, e.g. by ``fggp-hub eval --update-card``)
     overrides config.json's results; the repo id defaults to the one the card names.
     """
-    import json
-
-    from .integrity import read_export
-
     folder = Path(folder)
     config, info = read_export(folder)
     results_path = folder / EVAL_RESULTS_NAME
@@ -343,8 +364,6 @@ def folder_card(folder: str | Path, *, repo_id: str | None = None, template: str
         try:
             extra = json.loads(results_path.read_text(encoding="utf-8"))
         except ValueError:
-            from .errors import CorruptCheckpointError
-
             raise CorruptCheckpointError(f"{results_path} is not valid JSON: fix or delete it") from None
         if isinstance(extra, dict):
             info = info.replace(results={**(info.results or {}), **{k: v for k, v in extra.items() if k != "dataset"}})
@@ -369,14 +388,7 @@ def record_dense_baseline(folder: str | Path, top1: float) -> Path:
     For a baseline measured after the export, e.g. a dense run trained side by side with the
     pruned ones under the same recipe. Only ``dense_baseline`` changes; the weights' hashes stay valid.
     """
-    import json
-    import math
-
-    from .integrity import read_export
-
     if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1) or not 0 <= top1 <= 100:
-        from .errors import ExportError
-
         raise ExportError(f"dense baseline top-1 must be a percentage in [0, 100], got {top1!r}")
     folder = Path(folder)
     config, info = read_export(folder)
@@ -420,3 +432,293 @@ def rewrite_folder_card(folder: str | Path, *, repo_id: str | None = None, templ
     path = Path(folder) / CARD_NAME
     write_text_atomic(path, str(card))
     return path
+
+
+# --------------------------------------------------------------------------- reading
+#: A model-index split on the first n images of a split: ``test[:1017]``.
+_SUBSET_SPLIT = re.compile(r"^(?P<split>[A-Za-z0-9_.-]+)\[:(?P<n>\d+)\]$")
+
+
+def _card_folder(folder_or_name: str | os.PathLike, hub: Any, revision: str | None) -> tuple[Path, dict]:
+    """The folder holding the card's files, and where it came from."""
+    from .hubs import get_hub
+    from .load import resolve_source
+
+    source = resolve_source(folder_or_name, revision, hub)
+    if source["kind"] == "folder":
+        folder = Path(source["path"])
+        if not folder.is_dir():
+            raise FolderNotFoundError(f"folder {folder} does not exist: pass an existing export folder, a zoo name or 'org/name'")
+        return folder, {"folder": str(folder)}
+    hub_obj = get_hub(source.get("hub"))
+    folder = hub_obj.pull(source["repo_id"], source["revision"], files=[CONFIG_NAME, CARD_NAME, EVAL_RESULTS_NAME])
+    return folder, {"repo_id": source["repo_id"], "revision": folder.name, "folder": str(folder)}
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CardError(f"{path} is not valid JSON: re-download or re-export the model") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _card_metadata(path: Path) -> dict:
+    """A README.md's YAML front matter (``{}`` when it has none)."""
+    from huggingface_hub import metadata_load
+
+    try:
+        return metadata_load(path) or {}
+    except Exception as err:  # the YAML parser's many error types
+        raise CardError(f"the model card {path} has unreadable YAML ({err.__class__.__name__}); re-download or re-export") from None
+
+
+def _split_and_count(split: str) -> tuple[str, int | None]:
+    """``"test[:256]"`` -> ``("test", 256)``: a result on the first 256 images of the split."""
+    match = _SUBSET_SPLIT.match(split)
+    return (match["split"], int(match["n"])) if match else (split, None)
+
+
+def _from_model_index(meta: Mapping[str, Any], num_images: int | None = None) -> dict[str, Any]:
+    """The card's figures: the model-index's first (task, dataset, split) entry, or with ``num_images``
+    the entry on exactly the first ``num_images`` images (``test[:1017]``) when the card has one.
+
+    The one reader of a model-index (:func:`card_metrics` and :func:`card_results`): metric types
+    map to result keys through :data:`METRIC_TYPES`; the first value of each key wins.
+    """
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    out: dict[str, Any] = {}
+    if not meta.get("model-index"):
+        return out
+    try:
+        name, results = model_index_to_eval_results(meta["model-index"])
+    except (KeyError, TypeError, IndexError, AttributeError):
+        raise CardError("the card's model-index is malformed (missing task, dataset or metrics): re-export the model") from None
+    if not results:
+        return out
+    head = results[0]
+    if num_images is not None:
+        head = next((r for r in results if r.dataset_split and _split_and_count(r.dataset_split)[1] == num_images), head)
+    out.update(model=name, dataset=head.dataset_name)
+    if head.dataset_split:
+        out["split"], count = _split_and_count(head.dataset_split)
+        if count is not None:
+            out["num_images"] = count
+    for result in results:
+        key = METRIC_TYPES.get(result.metric_type)
+        value = result.metric_value
+        same_entry = (result.task_type, result.dataset_name, result.dataset_split) == (head.task_type, head.dataset_name, head.dataset_split)
+        if same_entry and key is not None and key not in out and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def card_metrics(folder_or_name: str | os.PathLike, hub: Any = None, revision: str | None = None, *,
+                 num_images: int | None = None) -> dict[str, Any]:
+    """The numbers a model card claims, under :func:`~fggp_hub.eval.evaluate_model`'s key names.
+
+    ``folder_or_name`` is an export folder, a zoo name or ``org/name[@rev]`` (only
+    config.json, README.md and eval_results.json are fetched). Keys present when the card
+    has them: ``top1``, ``top5``, ``loss``, ``sparsity``, ``sparsity_all_params``,
+    ``nonzero_params``, ``total_params``, ``num_images``, ``dataset``, ``split``, ``model``.
+    The README wins, then eval_results.json, then config.json; a file that cannot be read
+    raises :class:`~fggp_hub.hub.errors.CardError`.
+    """
+    folder, where = _card_folder(folder_or_name, hub, revision)
+    info = read_export(folder)[1] if (folder / CONFIG_NAME).is_file() else None
+    out: dict[str, Any] = {}
+    for key in ("sparsity", "sparsity_all_params", "nonzero_params", "total_params", "prunable_params", "dataset"):
+        if info is not None and getattr(info, key) is not None:
+            out[key] = getattr(info, key)
+    if info is not None and info.name:
+        out["model"] = info.name
+    for source in ((info.results if info is not None else None) or {}, _read_json(folder / EVAL_RESULTS_NAME)):
+        for key in ("top1", "top5", "loss", "num_images", "split", "dataset"):
+            if source.get(key) is not None:
+                out[key] = source[key]
+    card = folder / CARD_NAME
+    if card.is_file():
+        meta = _card_metadata(card)
+        for key in ("sparsity", "sparsity_all_params"):
+            if isinstance(meta.get(key), (int, float)):
+                out[key] = float(meta[key])
+        subset = _from_model_index(meta, num_images)
+        if num_images is not None and subset.get("num_images") == num_images:
+            out = {k: v for k, v in out.items() if k not in ("top1", "top5", "loss", "split", "num_images")}
+        out.update(subset)
+    if not any(k in out for k in ("top1", "sparsity")):
+        raise CardError(f"{folder} has no model card values (no config.json sparsity block, eval_results.json or model-index): is it an export folder?")
+    return {**where, **out}
+
+
+def _accuracies(values: Mapping[str, Any]) -> dict[str, float]:
+    """``values``' top1/top5 that are finite numbers."""
+    return {k: float(v) for k, v in ((k, values.get(k)) for k in ("top1", "top5"))
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def card_results(folder: str | os.PathLike) -> tuple[dict[str, float], str | None]:
+    """Top-1/top-5 (%) as the card states them, and where they were read (``"card"``, ``"eval_results.json"``,
+    ``"config.json"``; None when no source has them).
+
+    The README's model-index (what the Hub shows; read as :func:`card_metrics` reads it) wins,
+    then ``eval_results.json``, then config.json's ``results``. Nothing raises: an unreadable
+    source is skipped (``load()`` reports a broken card), so the zoo table and the leaderboard
+    still show the other models.
+    """
+    folder = Path(folder)
+    card = folder / CARD_NAME
+    if card.is_file():
+        try:
+            found = _accuracies(_from_model_index(_card_metadata(card)))
+        except Exception:  # an unreadable card is reported by load(); here the other sources are tried
+            found = {}
+        if found:
+            return found, "card"
+    results_path = folder / EVAL_RESULTS_NAME
+    if results_path.is_file():
+        try:
+            data = json.loads(results_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        found = _accuracies(data) if isinstance(data, dict) else {}
+        if found:
+            return found, EVAL_RESULTS_NAME
+    try:
+        info = read_export(folder)[1]
+    except FggpHubError:
+        return {}, None
+    found = {k: v for k, v in (("top1", info.top1), ("top5", info.top5)) if v is not None}
+    return found, (CONFIG_NAME if found else None)
+
+
+# --------------------------------------------------------------------------- writing results back
+def _result_split(results: Mapping[str, Any]) -> tuple[str, bool]:
+    """The split a result is on, and whether that is the whole split (``"test[:256]"``, False for a prefix)."""
+    split = str(results.get("split") or "test")
+    n, size = results.get("num_images"), results.get("dataset_size")
+    if isinstance(n, int) and isinstance(size, int) and n < size:
+        return f"{split}[:{n}]", False  # a result on the first n images is not the split's result
+    return split, True
+
+
+def _merge_model_index(card, results: Mapping[str, Any]) -> None:
+    """Put ``results``' top1/top5/loss into ``card.data.eval_results`` as ``metadata_update(overwrite=True)`` would."""
+    from huggingface_hub import EvalResult
+
+    existing = card.data.eval_results or []
+    label = str(results.get("dataset") or (existing[0].dataset_name if existing else "unknown"))
+    split, _ = _result_split(results)
+    new = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_hub_id(label),
+            dataset_name=label,
+            dataset_split=split,
+            metric_type=METRIC_NAMES[key][0],
+            metric_value=float(results[key]),
+            metric_name=METRIC_NAMES[key][1],
+        )
+        for key in ("top1", "top5", "loss")
+        if isinstance(results.get(key), (int, float))
+    ]
+    if not new:
+        raise CardError("results hold no top1, top5 or loss to write to the card: pass evaluate_model's results")
+    for result in new:
+        match = next((r for r in existing if result.is_equal_except_value(r)), None)
+        if match is not None:
+            match.metric_value = result.metric_value
+        else:
+            existing.append(result)
+    card.data.eval_results = existing
+    if not card.data.model_name:
+        card.data.model_name = str(results.get("model") or "model")
+
+
+def _update_folder(folder: Path, results: Mapping[str, Any]) -> list[str]:
+    """Rewrite README.md's model-index (and eval_results.json for a whole-split result on its dataset) atomically.
+
+    eval_results.json holds the card's headline figures (``fggp-hub card`` re-renders the card
+    from it), so a result on a prefix of the split or on another dataset leaves it alone.
+    Returns the names of the files changed.
+    """
+    from huggingface_hub import ModelCard
+
+    path = folder / CARD_NAME
+    if not path.is_file():
+        raise CardError(f"{path} does not exist: export the model first (fggp_hub.export writes its card)")
+    try:
+        card = ModelCard.load(path)
+    except Exception as err:  # the YAML parser's many error types
+        raise CardError(f"the model card {path} cannot be parsed ({err.__class__.__name__}); re-export the model") from None
+    _merge_model_index(card, results)
+    write_text_atomic(path, str(card))
+    changed = [CARD_NAME]
+    current = _read_json(folder / EVAL_RESULTS_NAME)
+    # A run writes its recipe's dataset key ("cifar10") into eval_results.json; eval measures under
+    # the card's label ("CIFAR-10 (JPEG-q75 copy)"): both name the card's own dataset.
+    card_label = read_export(folder)[1].dataset if (folder / CONFIG_NAME).is_file() else None
+    same_dataset = results.get("dataset") is None or current.get("dataset") in (None, results.get("dataset")) \
+        or (card_label is not None and results.get("dataset") == card_label)
+    if _result_split(results)[1] and same_dataset:
+        update = {k: results[k] for k in ("dataset", "top1", "top5", "loss", "split", "num_images") if results.get(k) is not None}
+        write_text_atomic(folder / EVAL_RESULTS_NAME, json.dumps({**current, **update}, indent=2) + "\n")
+        changed.append(EVAL_RESULTS_NAME)
+    return changed
+
+
+def write_results_to_card(
+    name_or_folder: str | os.PathLike,
+    results: Mapping[str, Any],
+    hub: Any = None,
+    *,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+) -> Path | str:
+    """Merge measured ``top1``/``top5``/``loss`` into the card's ``model-index`` (and ``eval_results.json``).
+
+    - an export folder: README.md and eval_results.json are rewritten atomically; returns the folder;
+    - a repo on a hub: README.md and eval_results.json are fetched, merged and committed to
+      branch ``revision`` (default main) with :meth:`Hub.commit <fggp_hub.hub.hubs.Hub.commit>`
+      (``huggingface_hub.metadata_update`` has no endpoint argument, so the same merge is
+      done here); returns the commit sha.
+
+    Results on the first n images of a split (``num_images < dataset_size``) are written
+    with split ``"<split>[:n]"``, next to (not over) the full split's figures, and leave
+    eval_results.json alone.
+    """
+    from .hubs import get_hub
+    from .load import resolve_source
+
+    source = resolve_source(name_or_folder, hub=hub)
+    if source.get("origin") == "bundled":
+        raise CardError(f"{name_or_folder} is the read-only bundled copy in {source['path']}: write results to a "
+                        "folder or a hub repo you own (e.g. fggp-hub pull it into your local hub first)")
+    if source["kind"] == "folder":
+        folder = Path(source["path"])
+        _update_folder(folder, results)
+        return folder
+    hub_obj = get_hub(source.get("hub"), token=token)
+    repo_id = source["repo_id"]
+    branch = revision or source["revision"] or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", branch):
+        raise CardError(f"{repo_id}@{branch[:12]} is a commit, not a branch: pass revision='main' (or another branch) to commit the card to")
+    message = commit_message or "Update evaluation results"
+    with tempfile.TemporaryDirectory(prefix="fggp-card-") as tmp:
+        work = Path(tmp) / "repo"
+        work.mkdir()
+        source = hub_obj.pull(repo_id, branch, files=[CARD_NAME, EVAL_RESULTS_NAME])
+        for name in (CARD_NAME, EVAL_RESULTS_NAME):  # only the files the merge reads and rewrites
+            if (source / name).is_file():
+                shutil.copyfile(source / name, work / name)
+        changed = _update_folder(work, results)
+        try:
+            return hub_obj.commit(repo_id, {name: work / name for name in changed}, message, revision=branch)
+        except NotImplementedError:
+            raise CardError(f"cannot update cards on {hub_obj.describe()}: use a local folder, a local hub or a "
+                            "Hugging Face-style hub") from None

@@ -26,6 +26,7 @@ __all__ = [
     "RepoExistsError",
     "HubResponseError",
     "ZooIndexError",
+    "CardError",
 ]
 
 
@@ -91,3 +92,7 @@ class HubResponseError(FggpHubError, ConnectionError):
 
 class ZooIndexError(FggpHubError, ValueError):
     """A zoo index file holds a malformed entry (wrong types, NaN, bad names)."""
+
+
+class CardError(FggpHubError, ValueError):
+    """A model card (README.md front matter, eval_results.json, config.json) cannot be read or updated."""

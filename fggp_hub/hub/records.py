@@ -2,14 +2,13 @@
 
 A record gathers the zoo entry (expected metrics, pinned revision) and, when the repo is
 available locally, its ``config.json`` ``sparsity`` block (method, measured sparsity,
-file sizes) and its card's results (``README.md`` model-index, then
-``eval_results.json``, then config.json). Records also come from export folders
+file sizes) and its card's results (:func:`~fggp_hub.hub.card.card_results`: ``README.md``
+model-index, then ``eval_results.json``, then config.json). Records also come from export folders
 (:func:`records_from_folders`), so runs can be compared before they are in the zoo.
 :mod:`fggp_hub.hub.leaderboard` aggregates records, :mod:`fggp_hub.hub.render` prints them.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 from ..constants import CARD_NAME as CARD_FILE
 from ..constants import EVAL_RESULTS_NAME as RESULTS_FILE
-from .card import METRIC_TYPES
+from .card import card_results
 from .errors import FggpHubError, FolderNotFoundError
 from .hubs import Hub, get_hub
 from .integrity import CONFIG_NAME, read_export, split_revision
@@ -92,45 +91,6 @@ class ModelRecord:
 # --------------------------------------------------------------------------- reading a folder
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
-
-
-def card_results(folder: str | os.PathLike) -> tuple[dict[str, float], str | None]:
-    """Top-1/top-5 (%) as the card states them, and where they were read.
-
-    The README's model-index (what the Hub shows) wins, then ``eval_results.json``,
-    then config.json's ``results``.
-    """
-    folder = Path(folder)
-    card = folder / CARD_FILE
-    if card.is_file():
-        from huggingface_hub import ModelCard
-
-        try:
-            data = ModelCard.load(card, ignore_metadata_errors=True).data
-            found = {}
-            for result in data.eval_results or []:
-                key = METRIC_TYPES.get(result.metric_type)
-                if key in ("top1", "top5") and _number(result.metric_value) is not None:
-                    found.setdefault(key, float(result.metric_value))
-            if found:
-                return found, "card"
-        except Exception:  # an unreadable card is reported by load(); here the other sources are tried
-            pass
-    results_path = folder / RESULTS_FILE
-    if results_path.is_file():
-        try:
-            data = json.loads(results_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        found = {k: float(data[k]) for k in ("top1", "top5") if isinstance(data, dict) and _number(data.get(k)) is not None}
-        if found:
-            return found, RESULTS_FILE
-    try:
-        info = read_export(folder)[1]
-    except FggpHubError:
-        return {}, None
-    found = {k: v for k, v in (("top1", info.top1), ("top5", info.top5)) if v is not None}
-    return found, (CONFIG_NAME if found else None)
 
 
 def _fill_from_folder(record: ModelRecord, folder: Path) -> ModelRecord:

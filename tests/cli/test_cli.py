@@ -204,6 +204,20 @@ def test_eval_check_fails_on_a_doctored_card(cli_env, tiny, run_main):
     assert card_metrics(doctored)["top1"] == true_top1  # --update-card wrote the measured value into the card
 
 
+def test_update_card_updates_eval_results_written_by_a_run(cli_env, tiny, run_main):
+    """A run records its recipe's dataset key ("cifar10"), eval the card's label: the headline is still updated."""
+    folder = cli_env.root / "run-written"
+    shutil.copytree(tiny["folder"], folder)
+    results = json.loads((folder / "eval_results.json").read_text())
+    (folder / "eval_results.json").write_text(json.dumps({**results, "dataset": "cifar10", "top1": 1.25}))
+    code, text, err = run_main("eval", folder, "--no-latency", "--no-progress", "--update-card", "--json")
+    assert code == 0, err
+    measured = json.loads(text)["measured"]["top1"]
+    assert json.loads((folder / "eval_results.json").read_text())["top1"] == measured != 1.25
+    assert run_main("card", folder)[0] == 0  # a re-render shows the measured figure, not the stale one
+    assert f"value: {measured}" in (folder / "README.md").read_text() and "value: 1.25" not in (folder / "README.md").read_text()
+
+
 def test_eval_check_on_a_subset_compares_with_the_cards_subset_result(cli_env, tiny, run_main):
     """A card can carry a result on the first n test images (big models in CI): --num-images n checks that one."""
     from fggp_hub.eval import card_metrics
