@@ -655,15 +655,17 @@ def _update_folder(folder: Path, results: Mapping[str, Any]) -> list[str]:
         card = ModelCard.load(path)
     except Exception as err:  # the YAML parser's many error types
         raise CardError(f"the model card {path} cannot be parsed ({err.__class__.__name__}); re-export the model") from None
-    _merge_model_index(card, results)
-    write_text_atomic(path, str(card))
-    changed = [CARD_NAME]
+    # Everything is read (and may fail) before anything is written: a broken eval_results.json or
+    # config.json leaves README.md as it was, not updated alone.
     current = _read_json(folder / EVAL_RESULTS_NAME)
     # A run writes its recipe's dataset key ("cifar10") into eval_results.json; eval measures under
     # the card's label ("CIFAR-10 (JPEG-q75 copy)"): both name the card's own dataset.
     card_label = read_export(folder)[1].dataset if (folder / CONFIG_NAME).is_file() else None
+    _merge_model_index(card, results)
     same_dataset = results.get("dataset") is None or current.get("dataset") in (None, results.get("dataset")) \
         or (card_label is not None and results.get("dataset") == card_label)
+    write_text_atomic(path, str(card))
+    changed = [CARD_NAME]
     if _result_split(results)[1] and same_dataset:
         update = {k: results[k] for k in ("dataset", "top1", "top5", "loss", "split", "num_images") if results.get(k) is not None}
         write_text_atomic(folder / EVAL_RESULTS_NAME, json.dumps({**current, **update}, indent=2) + "\n")
@@ -712,8 +714,9 @@ def write_results_to_card(
     with tempfile.TemporaryDirectory(prefix="fggp-card-") as tmp:
         work = Path(tmp) / "repo"
         work.mkdir()
-        source = hub_obj.pull(repo_id, branch, files=[CARD_NAME, EVAL_RESULTS_NAME])
-        for name in (CARD_NAME, EVAL_RESULTS_NAME):  # only the files the merge reads and rewrites
+        # the files the merge reads (config.json: the card's dataset label) and rewrites
+        source = hub_obj.pull(repo_id, branch, files=[CARD_NAME, EVAL_RESULTS_NAME, CONFIG_NAME])
+        for name in (CARD_NAME, EVAL_RESULTS_NAME, CONFIG_NAME):
             if (source / name).is_file():
                 shutil.copyfile(source / name, work / name)
         changed = _update_folder(work, results)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from fggp_hub.errors import FggpHubError
 from fggp_hub.eval import CardError, card_metrics, write_results_to_card
 from fggp_hub.hub.records import card_results
 
@@ -88,3 +89,14 @@ def test_reading_and_writing_live_in_the_hub_card_module():
     assert fggp_hub.eval.write_results_to_card is fggp_hub.eval.card_compare.write_results_to_card is card.write_results_to_card
     assert fggp_hub.hub.records.card_results is card.card_results
     assert fggp_hub.eval.CardError is fggp_hub.eval.errors.CardError is errors.CardError
+
+
+@pytest.mark.parametrize("broken", ["eval_results.json", "config.json"])
+def test_a_broken_file_leaves_the_card_unwritten(exported, broken):
+    """Everything the merge reads is read before README.md is rewritten: nothing is left half-updated."""
+    _, folder = exported
+    before = {name: (folder / name).read_bytes() for name in ("README.md", "eval_results.json")}
+    (folder / broken).write_text("{not json")
+    with pytest.raises(FggpHubError):  # CardError (eval_results.json) or CorruptCheckpointError (config.json)
+        write_results_to_card(folder, {"dataset": "x", "split": "test", "top1": 12.5})
+    assert (folder / "README.md").read_bytes() == before["README.md"]
