@@ -442,10 +442,11 @@ class SparseConv2d(SparseInferenceLayer):
             # where F.conv2d would convert the layout in and the next direct layer back out.
             n, c, h, w = x.shape
             self.paths[n] = "dense 1x1 GEMM in CHWN"
-            w2 = self.weight.view(self.out_channels, c)
             x4, cs = _as_chwn(x)
-            x2 = x4.as_strided((c, h * w * n), (cs, 1))
-            out = torch.mm(w2, x2) if self.bias is None else torch.addmm(self.bias.unsqueeze(1), w2, x2)
+            # F.conv2d on the CHWN buffer seen as one 1 x (H*W*N) image: oneDNN's 1x1 convolution ran these
+            # products 1.1-1.7x faster than torch.addmm (MKL's sgemm) on the 2-core AMD benchmark machine
+            x2 = x4.as_strided((1, c, 1, h * w * n), (c * cs, cs, h * w * n, 1))
+            out = F.conv2d(x2, self.weight, self.bias)
             return out.view(self.out_channels, h, w, n).permute(3, 0, 1, 2)
         self.paths[x.shape[0]] = "dense (F.conv2d)"
         return F.conv2d(_as_nchw(x), self.weight, self.bias, self.stride, self.padding, self.dilation)
