@@ -305,7 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
     apply_threads(args.threads)
 
     record = new_record("sparse_inference", __file__, argv, args)
-    record["masks"] = "global magnitude of the random init (first conv dense); BN statistics re-estimated on random batches"
+    record["masks"] = ("the zoo's FGGP checkpoint where one exists for the architecture and sparsity (models.*.masks), "
+                       "else global magnitude of the random init (first conv dense), BN statistics re-estimated on "
+                       "random batches")
     record["native"] = native_status()
     print(f"machine: {describe_machine(record['machine'])}")
     print(f"native direct kernel: {'available' if record['native']['available'] else record['native']['reason']}")

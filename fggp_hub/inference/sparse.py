@@ -156,6 +156,16 @@ def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
     return ("dense", "sparse", *direct)
 
 
+#: Convolutions with at most this many input channels (image stems) are timed with the direct kernel even
+#: when dense: their input stays in L1, and a CHWN output saves the next direct layer a layout copy.
+_STEM_MAX_IN_CHANNELS = 4
+
+
+def _is_stem(layer: SparseInferenceLayer, x: Tensor) -> bool:
+    return (isinstance(layer, SparseConv2d) and layer.in_channels <= _STEM_MAX_IN_CHANNELS and x.shape[0] > 1
+            and layer.direct_supported(x))
+
+
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -202,7 +212,8 @@ def sparsify_for_inference(
         force: ``"dense"``, ``"sparse"`` (torch CSR) or ``"direct"`` (native kernel, torch CSR where it cannot
             run) to skip timing and use that kernel everywhere (tests, debugging).
         fold_bn: fold BatchNorm into the preceding convs.
-        min_sparsity: layers less sparse than this stay dense without being timed.
+        min_sparsity: layers less sparse than this stay dense without being timed (except image stems with
+            at most 4 input channels at batch > 1, where the direct kernel can win even dense).
         min_speedup: how much faster a sparse kernel must be than dense to be chosen (guards against timing noise).
         fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel, and inside
             blocks (ResNet bottlenecks) also ``relu(conv(x) + shortcut)`` in the conv's kernel
@@ -253,10 +264,13 @@ def sparsify_for_inference(
             key = x.shape[0]  # layers dispatch on their input's first dim (the batch size for CNNs)
             if key in decisions[name]:
                 return decisions[name][key]
+            modes = _candidate_modes(layer, x)
             if layer.sparsity < min_sparsity:
-                decisions[name][key] = "dense"  # too dense to be worth timing
-                return "dense"
-            timed = _time_kernels(layer, x, repeats, _candidate_modes(layer, x), residual)
+                if not _is_stem(layer, x):
+                    decisions[name][key] = "dense"  # too dense to be worth timing
+                    return "dense"
+                modes = tuple(m for m in modes if m != "sparse")
+            timed = _time_kernels(layer, x, repeats, modes, residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}
             blocks = {int(m[7:]): t for m, t in timed.items() if m.startswith("direct@")}

@@ -272,15 +272,28 @@ def test_report_lists_each_layer_and_its_choice():
     for name, layer in report["layers"].items():
         assert set(layer["decisions"]) == {1, 4}
         assert set(layer["decisions"].values()) <= {"dense", "sparse", "direct"}
-        if name == "conv1":  # first conv is not pruned: below min_sparsity, kept dense untimed
-            assert layer["sparsity"] == 0.0 and not layer["timings_s"]
-            assert layer["decisions"] == {1: "dense", 4: "dense"}
+        if name == "conv1":  # first conv is not pruned: below min_sparsity, but an image stem (3 input channels)
+            assert layer["sparsity"] == 0.0 and 1 not in layer["timings_s"]  # batch 1: kept dense, untimed
+            assert layer["decisions"][1] == "dense"
+            if NATIVE:  # batch > 1: dense vs the direct kernel (no torch CSR for a dense layer)
+                assert set(layer["timings_s"][4]) == {"dense", "direct"}
+            else:
+                assert layer["decisions"][4] == "dense" and 4 not in layer["timings_s"]
         else:
             assert set(layer["timings_s"]) == {1, 4}
     assert report["native"]["available"] == NATIVE
     table = format_inference_report(report)
     assert "layer3.2.conv2" in table and "b4" in table and "native direct kernel" in table
     assert "sparsity=" in repr(fast.layer3[2].conv2)
+
+
+def test_dense_layers_that_are_not_stems_stay_untimed():
+    """Below min_sparsity only image stems (<= 4 input channels) are timed; a dense 16-channel conv is not."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)).eval()
+    fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, input_size=(3, 8, 8))
+    layers = inference_report(fast)["layers"]
+    assert layers["2"]["decisions"] == {4: "dense"} and not layers["2"]["timings_s"]
+    assert bool(layers["0"]["timings_s"]) == NATIVE
 
 
 def test_sparsified_model_deep_copies_and_moves_dtype():
