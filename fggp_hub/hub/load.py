@@ -196,6 +196,11 @@ def _filled_by_state_dict(model: nn.Module) -> bool:
     return True
 
 
+def _fits_exactly(state: dict[str, torch.Tensor], shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> bool:
+    """The same names as the architecture's state_dict, each with its shape and dtype (nothing to cast or refuse)."""
+    return state.keys() == shapes.keys() and all((tuple(t.shape), t.dtype) == shapes[k] for k, t in state.items())
+
+
 def _all_finite(t: torch.Tensor) -> bool:
     """No NaN or infinity in ``t``: one summing pass (any NaN/inf makes the sum non-finite), exact check only if it is."""
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())  # a finite tensor whose sum overflows: exact
@@ -217,15 +222,23 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
     path = verify_weight_file(folder, weight, info)
     dense_bytes = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes.values())
     check_model_size(dense_bytes, path.stat().st_size, weight == COMPACT_WEIGHTS, where=str(path))
-    # Every tensor the file must fill (missing keys are refused below) needs no random initialisation:
-    # the skeleton gets uninitialised storage instead of a second, randomly initialised build.
-    model = skeleton.to_empty(device="cpu") if _filled_by_state_dict(skeleton) else build_model(config)
     state = _read_weights(path, compact=weight == COMPACT_WEIGHTS, expected=shapes, architecture=config["architecture"])
     bad = next((k for k, t in state.items() if t.is_floating_point() and not _all_finite(t)), None)
     if bad is not None:
         raise CorruptCheckpointError(f"{weight} in {folder} holds NaN or infinite values in {bad}; refusing the model: re-export it")
+    # Every tensor the file must fill (missing keys are refused below) needs no random initialisation,
+    # so the skeleton is used instead of a second, randomly initialised build. Tensors decoded from the
+    # compact file are new memory of the right shape and dtype: the skeleton adopts them (assign).
+    # The dense file's tensors may map the file itself: they are copied into new storage, as timm does.
+    assign = False
+    if not _filled_by_state_dict(skeleton):
+        model = build_model(config)
+    elif weight == COMPACT_WEIGHTS and _fits_exactly(state, shapes):
+        model, assign = skeleton, True
+    else:
+        model = skeleton.to_empty(device="cpu")
     try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as err:  # shape mismatches
         raise CorruptCheckpointError(
             f"{weight} in {folder} does not fit {config['architecture']}: {str(err).splitlines()[-1].strip()}; re-export the model"
@@ -235,6 +248,8 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
             f"{weight} in {folder} does not fit {config['architecture']} (missing {result.missing_keys[:3]}, "
             f"unexpected {result.unexpected_keys[:3]}); re-export the model"
         )
+    if assign and any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # cannot happen: keys and tensors checked
+        raise RuntimeError(f"loading {folder} left tensors of {config['architecture']} without storage; please report this")
     check_sparsity(model, info, _card_sparsity(folder), where=str(folder / weight))
     _check_expected_metrics(info, entry)
     model.eval()

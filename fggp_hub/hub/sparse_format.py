@@ -327,7 +327,8 @@ def load_file(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], to
 
     ``expected`` (name -> (shape, dtype), e.g. from the model config.json describes) is checked
     against the index before any tensor is allocated, so a crafted few-byte file cannot declare
-    gigabytes; without it the decoded size is bounded by the file's size.
+    gigabytes; without it the decoded size is bounded by the file's size. Every returned tensor
+    owns its memory (none is a view of the file, which safetensors may memory-map).
     """
     path = Path(path)
     budget = [path.stat().st_size * MAX_ENTRIES_PER_BYTE + _ENTRY_ALLOWANCE] if path.is_file() else None
@@ -345,6 +346,9 @@ def load_file(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], to
                 return f.get_tensor(key)
 
             out = {name: _decode_one(name, info, get, budget) for name, info in index.items()}
+            for name, info in index.items():  # safetensors may map the file: own copies, never views of it
+                if info.get("encoding") == "dense":
+                    out[name] = out[name].clone()
     except SafetensorError as err:
         raise CorruptCheckpointError(f"{path.name} is not a readable safetensors file ({err}); re-download it") from None
     if keys:

@@ -482,3 +482,30 @@ def test_all_finite():
     t = torch.ones(10)
     t[1], t[2] = float("inf"), float("-inf")  # the sum is NaN, still not finite
     assert not finite(t)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_loaded_weights_do_not_map_the_file(exported, monkeypatch, compact):
+    """The compact file's decoded tensors are adopted (no storage allocated, nothing copied), the dense file's copied;
+    either way a later write to the file does not reach the model (safetensors may memory-map it)."""
+    _, folder = exported
+    empties = []
+    real = torch.nn.Module.to_empty
+    monkeypatch.setattr(torch.nn.Module, "to_empty", lambda self, **k: empties.append(1) or real(self, **k))
+    model = fggp_hub.load(folder, compact=compact)
+    assert len(empties) == (0 if compact else 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = folder / ("model.sparse.safetensors" if compact else "model.safetensors")
+    with open(path, "r+b") as f:  # in place: same inode, every byte after the header changed
+        header = 8 + int.from_bytes(f.read(8), "little")
+        f.seek(header)
+        f.write(b"\x7f" * (path.stat().st_size - header))
+    assert _bitwise_equal(model, _timm_reference_from(before))
+
+
+def _timm_reference_from(state):
+    import timm
+
+    model = timm.create_model("fggp_resnet20_cifar")
+    model.load_state_dict(state)
+    return model

@@ -184,6 +184,19 @@ def test_bitmask_padding_bits_are_ignored():
     assert torch.equal(_bits(sf.decode(tensors, meta)["w"]), _bits(expected))
 
 
+def test_loaded_tensors_own_their_memory(tmp_path):
+    """No returned tensor is a view of the file (safetensors may memory-map it): a later write does not reach them."""
+    path = tmp_path / "m.sparse.safetensors"
+    state = {"w": _sparse((64, 64), 0.95), "b": torch.randn(64), "n": torch.tensor(3)}
+    assert sf.save_file(state, path)["b"] == "dense"
+    loaded = sf.load_file(path)
+    with open(path, "r+b") as f:
+        header = 8 + int.from_bytes(f.read(8), "little")
+        f.seek(header)
+        f.write(b"\x7f" * (path.stat().st_size - header))
+    assert_bit_identical(loaded, state)
+
+
 def test_truncated_or_foreign_files_are_refused(tmp_path):
     path = tmp_path / "m.sparse.safetensors"
     sf.save_file({"w": _sparse((64, 64), 0.95)}, path)
