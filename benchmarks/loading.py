@@ -25,7 +25,7 @@ are checked identical. The JSON records, per row, how many times the first and a
 load computed a sha256 (``sha256_per_load``) and whether the timed loads used a
 verification record (``verification_record``).
 
-    python benchmarks/loading.py                  # both backbones, ~3 min on 2 cores
+    python benchmarks/loading.py                  # both backbones, ~1 min on 2 cores
     python benchmarks/loading.py --models fggp_vgg19_bn_cifar --repeats 15
     python benchmarks/loading.py --quick          # smoke run
 """
