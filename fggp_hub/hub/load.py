@@ -171,6 +171,41 @@ def _read_weights(path: Path, compact: bool, expected: dict | None = None, archi
         raise CorruptCheckpointError(f"{path.name} is not a readable safetensors file ({err}); re-download it") from None
 
 
+def _filled_by_state_dict(model: nn.Module) -> bool:
+    """True when a complete state_dict sets every tensor ``model`` holds, so its initial values never matter.
+
+    False (build the model normally) when a module keeps tensors outside its state_dict:
+    non-persistent buffers, tensors held as plain attributes (directly or in a list, tuple or
+    dict), or when a parameter is shared by two modules (``to_empty`` would untie it).
+    """
+    seen: set[int] = set()
+    for module in model.modules():
+        if module._non_persistent_buffers_set:
+            return False
+        for key, value in vars(module).items():
+            if key in ("_parameters", "_buffers", "_modules"):
+                continue
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(item, torch.Tensor) for item in items):
+                return False
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is not None:
+                if id(tensor) in seen:
+                    return False
+                seen.add(id(tensor))
+    return True
+
+
+def _fits_exactly(state: dict[str, torch.Tensor], shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> bool:
+    """The same names as the architecture's state_dict, each with its shape and dtype (nothing to cast or refuse)."""
+    return state.keys() == shapes.keys() and all((tuple(t.shape), t.dtype) == shapes[k] for k, t in state.items())
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN or infinity in ``t``: one summing pass (any NaN/inf makes the sum non-finite), exact check only if it is."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())  # a finite tensor whose sum overflows: exact
+
+
 def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEntry | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Verify an export folder and build its model (see the module docstring)."""
     folder = Path(folder)
@@ -182,17 +217,28 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
     if weight not in files:
         raise CorruptCheckpointError(f"config.json in {folder} lists no {DENSE_WEIGHTS}; re-export the model")
     with torch.device("meta"):  # the architecture's size, without allocating it
-        shapes = {k: (tuple(v.shape), v.dtype) for k, v in build_model(config).state_dict().items()}
+        skeleton = build_model(config)
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
     path = verify_weight_file(folder, weight, info)
     dense_bytes = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes.values())
     check_model_size(dense_bytes, path.stat().st_size, weight == COMPACT_WEIGHTS, where=str(path))
-    model = build_model(config)
     state = _read_weights(path, compact=weight == COMPACT_WEIGHTS, expected=shapes, architecture=config["architecture"])
-    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not _all_finite(t)), None)
     if bad is not None:
         raise CorruptCheckpointError(f"{weight} in {folder} holds NaN or infinite values in {bad}; refusing the model: re-export it")
+    # Every tensor the file must fill (missing keys are refused below) needs no random initialisation,
+    # so the skeleton is used instead of a second, randomly initialised build. Tensors decoded from the
+    # compact file are new memory of the right shape and dtype: the skeleton adopts them (assign).
+    # The dense file's tensors may map the file itself: they are copied into new storage, as timm does.
+    assign = False
+    if not _filled_by_state_dict(skeleton):
+        model = build_model(config)
+    elif weight == COMPACT_WEIGHTS and _fits_exactly(state, shapes):
+        model, assign = skeleton, True
+    else:
+        model = skeleton.to_empty(device="cpu")
     try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as err:  # shape mismatches
         raise CorruptCheckpointError(
             f"{weight} in {folder} does not fit {config['architecture']}: {str(err).splitlines()[-1].strip()}; re-export the model"
@@ -202,6 +248,8 @@ def load_folder(folder: str | os.PathLike, compact: bool = True, *, entry: ZooEn
             f"{weight} in {folder} does not fit {config['architecture']} (missing {result.missing_keys[:3]}, "
             f"unexpected {result.unexpected_keys[:3]}); re-export the model"
         )
+    if assign and any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # cannot happen: keys and tensors checked
+        raise RuntimeError(f"loading {folder} left tensors of {config['architecture']} without storage; please report this")
     check_sparsity(model, info, _card_sparsity(folder), where=str(folder / weight))
     _check_expected_metrics(info, entry)
     model.eval()

@@ -212,27 +212,31 @@ def _decode_one(name: str, info: dict, get, budget: list[int] | None = None) -> 
         packed = get(f"{name}{_SEP}bitmask")
         if packed.dtype != torch.uint8 or tuple(packed.shape) != (rows, (cols + 7) // 8):
             raise _corrupt(name, f"bitmask has shape {tuple(packed.shape)}")
-        mask = np.unpackbits(packed.numpy(), axis=1, count=cols, bitorder="little").astype(bool).reshape(-1)
-        if int(mask.sum()) != values.numel():
-            raise _corrupt(name, f"bitmask marks {int(mask.sum())} entries but {values.numel()} values are stored")
-        out[torch.from_numpy(mask)] = values
+        bits = np.unpackbits(packed.numpy(), axis=1, count=cols, bitorder="little")  # 0/1 bytes: viewed as bool, not copied
+        mask = torch.from_numpy(bits).view(torch.bool).reshape(-1)
+        marked = int(torch.count_nonzero(mask))
+        if marked != values.numel():
+            raise _corrupt(name, f"bitmask marks {marked} entries but {values.numel()} values are stored")
+        out.masked_scatter_(mask, values)
     elif encoding == "csr":
         row_ptr = get(f"{name}{_SEP}row_ptr").to(torch.int64)
         col_idx = get(f"{name}{_SEP}col_idx").to(torch.int64)
         nnz = values.numel()
         if row_ptr.shape != (rows + 1,) or col_idx.shape != (nnz,):
             raise _corrupt(name, "row_ptr / col_idx lengths do not match the shape")
-        counts = row_ptr[1:] - row_ptr[:-1]
+        counts = row_ptr.diff()
         if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz or bool((counts < 0).any()):
             raise _corrupt(name, "row_ptr is not a valid prefix sum")
-        if nnz and (int(col_idx.min()) < 0 or int(col_idx.max()) >= cols):
-            raise _corrupt(name, "column index out of range")
-        row_of = torch.repeat_interleave(torch.arange(rows), counts)
-        if nnz > 1:
-            same_row = row_of[1:] == row_of[:-1]
-            if not bool((col_idx[1:] > col_idx[:-1])[same_row].all()):
-                raise _corrupt(name, "column indices are not strictly increasing within a row")
-        out[row_of * cols + col_idx] = values
+        if nnz:
+            low, high = torch.aminmax(col_idx)
+            if int(low) < 0 or int(high) >= cols:
+                raise _corrupt(name, "column index out of range")
+        # flat position of each value; with every column in range, the positions increase strictly
+        # exactly when the columns do within each row (a new row starts past the previous row's end)
+        flat = torch.repeat_interleave(torch.arange(rows) * cols, counts, output_size=nnz) + col_idx
+        if nnz > 1 and not bool((flat[1:] > flat[:-1]).all()):
+            raise _corrupt(name, "column indices are not strictly increasing within a row")
+        out[flat] = values
     else:
         raise _corrupt(name, f"unknown encoding {encoding!r}")
     return out.reshape(shape)
@@ -323,7 +327,8 @@ def load_file(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], to
 
     ``expected`` (name -> (shape, dtype), e.g. from the model config.json describes) is checked
     against the index before any tensor is allocated, so a crafted few-byte file cannot declare
-    gigabytes; without it the decoded size is bounded by the file's size.
+    gigabytes; without it the decoded size is bounded by the file's size. Every returned tensor
+    owns its memory (none is a view of the file, which safetensors may memory-map).
     """
     path = Path(path)
     budget = [path.stat().st_size * MAX_ENTRIES_PER_BYTE + _ENTRY_ALLOWANCE] if path.is_file() else None
@@ -341,6 +346,9 @@ def load_file(path: str | Path, expected: Mapping[str, tuple[tuple[int, ...], to
                 return f.get_tensor(key)
 
             out = {name: _decode_one(name, info, get, budget) for name, info in index.items()}
+            for name, info in index.items():  # safetensors may map the file: own copies, never views of it
+                if info.get("encoding") == "dense":
+                    out[name] = out[name].clone()
     except SafetensorError as err:
         raise CorruptCheckpointError(f"{path.name} is not a readable safetensors file ({err}); re-download it") from None
     if keys:

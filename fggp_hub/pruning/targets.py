@@ -79,17 +79,19 @@ def sparsity_stats(model: nn.Module, include_first_conv: bool = False) -> dict:
     """
     model = unwrap_model(model)
     prunable = prunable_parameters(model, include_first_conv=include_first_conv)
+    zeros_of = {}  # id -> exact zeros, counted once per tensor (prunable weights are parameters too)
+    a_total = a_zero = 0
+    for p in model.parameters():
+        zeros_of[id(p)] = zeros = int(p.numel() - p.count_nonzero())
+        a_total += p.numel()
+        a_zero += zeros
     layers = {}
     p_total = p_zero = 0
     for name, w in prunable.items():
-        zeros = int(w.numel() - w.count_nonzero())
+        zeros = zeros_of[id(w)] if id(w) in zeros_of else int(w.numel() - w.count_nonzero())
         layers[name] = {"shape": list(w.shape), "numel": w.numel(), "zeros": zeros, "sparsity": zeros / w.numel()}
         p_total += w.numel()
         p_zero += zeros
-    a_total = a_zero = 0
-    for p in model.parameters():
-        a_total += p.numel()
-        a_zero += int(p.numel() - p.count_nonzero())
     return {
         "sparsity": p_zero / max(p_total, 1),
         "sparsity_all_params": a_zero / max(a_total, 1),

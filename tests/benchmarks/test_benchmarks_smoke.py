@@ -77,8 +77,16 @@ def test_storage(cifar_slice, tmp_path):
 def test_loading(tmp_path):
     rec = _run("loading", ["--models", "fggp_resnet20_cifar", "--repeats", "1", "--warmup", "0"], tmp_path / "ld.json")
     result = rec["models"]["fggp_resnet20_cifar"]
-    assert "timm file" in result["ratio_vs_timm_file"] and len(result["times_s"]) == 5
+    assert "timm file" in result["ratio_vs_timm_file"] and len(result["times_s"]) == 7
     assert result["compact_bytes"] < result["dense_bytes"]
+    # the repo in the run's FGGP_HUB_HOME is hashed once, then trusted; the rows outside it are hashed on every load
+    cached = [v for v in result["times_s"] if "FGGP_HUB_HOME" in v]
+    assert len(cached) == 2 and all(result["verification_record"][v] for v in cached)
+    assert all(result["sha256_per_load"][v] == {"first_load": 1, "repeat_load": 0, "after_timed_rounds": 0} for v in cached)
+    outside = [v for v in result["verification_record"] if v not in cached]
+    assert len(outside) == 3 and not any(result["verification_record"][v] for v in outside)
+    assert all(set(result["sha256_per_load"][v].values()) == {1} for v in outside)
+    assert "timm file" not in result["sha256_per_load"]
 
 
 def test_data_pipeline(cifar_slice, tmp_path):

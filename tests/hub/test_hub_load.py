@@ -368,3 +368,144 @@ def test_hub_commit_adds_files_and_keeps_the_rest(exported, tmp_path):
 
     with pytest.raises(NotImplementedError):
         PushOnly().commit("me/commit", {}, "x")
+
+
+# --------------------------------------------------------------------------- loading cost (issue 14)
+def _load_module():
+    import importlib
+
+    return importlib.import_module("fggp_hub.hub.load")  # fggp_hub.hub.load is also the function's name
+
+
+def _timm_reference(folder):
+    """What timm gives for the export: a normal build, then the dense file's weights."""
+    import timm
+
+    model = timm.create_model("fggp_resnet20_cifar")
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval()
+
+
+def _bitwise_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].dtype == sb[k].dtype and torch.equal(sa[k].reshape(-1).view(torch.uint8), sb[k].reshape(-1).view(torch.uint8)) for k in sa)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_load_builds_the_architecture_once_without_random_init(exported, monkeypatch, compact):
+    """The meta-device skeleton that sizes the model gets the weights: no second build, no random init to overwrite."""
+    _, folder = exported
+    module = _load_module()
+    builds, inits = [], []
+    real_build = module.build_model
+    monkeypatch.setattr(module, "build_model", lambda config: builds.append(1) or real_build(config))
+    real_init = torch.nn.init.kaiming_normal_
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_", lambda t, *a, **k: inits.append(t.device.type) or real_init(t, *a, **k))
+    model = fggp_hub.load(folder, compact=compact)
+    assert len(builds) == 1 and set(inits) <= {"meta"}  # the only build is on the meta device
+    assert _bitwise_equal(model, _timm_reference(folder))
+    assert not model.training and all(p.device.type == "cpu" and p.requires_grad for p in model.parameters())
+    assert all(b.device.type == "cpu" for b in model.buffers())
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_model_with_state_outside_its_state_dict_is_built_normally(exported, monkeypatch):
+    _, folder = exported
+    module = _load_module()
+    builds = []
+    real_build = module.build_model
+    monkeypatch.setattr(module, "build_model", lambda config: builds.append(1) or real_build(config))
+    monkeypatch.setattr(module, "_filled_by_state_dict", lambda model: False)
+    model = fggp_hub.load(folder)
+    assert len(builds) == 2  # the skeleton, then a normal build
+    assert _bitwise_equal(model, _timm_reference(folder))
+
+
+def test_filled_by_state_dict():
+    from torch import nn
+
+    filled = _load_module()._filled_by_state_dict
+    assert filled(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)))
+
+    class NonPersistent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.register_buffer("table", torch.arange(4.0), persistent=False)
+
+    class Attribute(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.value = value
+
+    tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    tied[1].weight = tied[0].weight
+    assert not filled(NonPersistent())
+    assert not filled(nn.Sequential(Attribute(torch.ones(2))))
+    assert not filled(Attribute([torch.ones(2)])) and not filled(Attribute({"a": torch.ones(2)}))
+    assert not filled(tied)
+    assert filled(Attribute([1, 2])) and filled(Attribute("text"))
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_weight_file_without_one_tensor_is_refused(exported, compact):
+    """No tensor of the model is left with uninitialised memory: a file that lacks one is refused."""
+    _, folder = exported
+    state = load_file(str(folder / "model.safetensors"))
+    del state["fc.bias"]
+    name = "model.sparse.safetensors" if compact else "model.safetensors"
+    path = folder / name
+    if compact:
+        fggp_hub.hub.sparse_format.save_file(state, path)
+    else:
+        save_file(state, str(path))
+    config = _config(folder)
+    config["sparsity"]["files"][name].update(sha256=sha256_file(path), size=path.stat().st_size)
+    _write_config(folder, config)
+    with pytest.raises(CorruptCheckpointError) as info:
+        fggp_hub.load(folder, compact=compact)
+    assert "missing ['fc.bias']" in one_line(info)
+
+
+def test_all_finite():
+    finite = _load_module()._all_finite
+    assert finite(torch.randn(100)) and finite(torch.zeros(0))
+    assert finite(torch.full((4,), 3e38))  # the sum overflows: the exact check decides
+    assert finite(torch.full((100,), 60000.0, dtype=torch.float16)) and finite(torch.full((100,), 3e38, dtype=torch.bfloat16))
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            t = torch.ones(1000, dtype=dtype)
+            t[517] = bad
+            assert not finite(t), (bad, dtype)
+    t = torch.ones(10)
+    t[1], t[2] = float("inf"), float("-inf")  # the sum is NaN, still not finite
+    assert not finite(t)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_loaded_weights_do_not_map_the_file(exported, monkeypatch, compact):
+    """The compact file's decoded tensors are adopted (no storage allocated, nothing copied), the dense file's copied;
+    either way a later write to the file does not reach the model (safetensors may memory-map it)."""
+    _, folder = exported
+    empties = []
+    real = torch.nn.Module.to_empty
+    monkeypatch.setattr(torch.nn.Module, "to_empty", lambda self, **k: empties.append(1) or real(self, **k))
+    model = fggp_hub.load(folder, compact=compact)
+    assert len(empties) == (0 if compact else 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = folder / ("model.sparse.safetensors" if compact else "model.safetensors")
+    with open(path, "r+b") as f:  # in place: same inode, every byte after the header changed
+        header = 8 + int.from_bytes(f.read(8), "little")
+        f.seek(header)
+        f.write(b"\x7f" * (path.stat().st_size - header))
+    assert _bitwise_equal(model, _timm_reference_from(before))
+
+
+def _timm_reference_from(state):
+    import timm
+
+    model = timm.create_model("fggp_resnet20_cifar")
+    model.load_state_dict(state)
+    return model

@@ -139,6 +139,64 @@ def test_corrupt_bitmask_is_refused():
         sf.decode(tensors, meta)
 
 
+def _csr(rows: list[list[int]], cols: int, row_ptr: list[int] | None = None) -> tuple[dict, dict]:
+    """A hand-made CSR entry ``w`` of shape [len(rows), cols] with the given column indices per row."""
+    col_idx = [c for row in rows for c in row]
+    ptr = row_ptr if row_ptr is not None else [0] + torch.tensor([len(r) for r in rows]).cumsum(0).tolist()
+    tensors = {"w:row_ptr": torch.tensor(ptr, dtype=torch.int64), "w:col_idx": torch.tensor(col_idx, dtype=torch.int64),
+               "w:values": torch.arange(1, len(col_idx) + 1, dtype=torch.float32)}
+    meta = {"format": sf.FORMAT_NAME, "format_version": str(sf.FORMAT_VERSION),
+            "fggp_sparse_index": json.dumps({"w": {"encoding": "csr", "shape": [len(rows), cols], "dtype": "float32"}})}
+    return tensors, meta
+
+
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([[0, 3], [1, 1]], "strictly increasing"),  # a repeated column
+        ([[0, 3], [2, 1]], "strictly increasing"),  # decreasing within one row only
+        ([[3, 0]], "strictly increasing"),
+        ([[0, 4]], "out of range"),
+        ([[-1, 2]], "out of range"),
+    ],
+)
+def test_csr_columns_must_increase_within_each_row_and_stay_in_range(rows, message):
+    with pytest.raises(CorruptCheckpointError, match=message):
+        sf.decode(*_csr(rows, 4))
+
+
+def test_csr_rows_may_restart_at_any_column():
+    """A row's first column may be smaller than the previous row's last: only within a row must they increase."""
+    out = sf.decode(*_csr([[1, 3], [0, 2], [], [3]], 4))["w"]
+    expected = torch.zeros(4, 4)
+    expected[0, 1], expected[0, 3], expected[1, 0], expected[1, 2], expected[3, 3] = 1, 2, 3, 4, 5
+    assert torch.equal(out, expected)
+
+
+def test_zero_width_csr_decodes_to_an_empty_tensor():
+    assert sf.decode(*_csr([[], [], []], 0))["w"].shape == (3, 0)
+
+
+def test_bitmask_padding_bits_are_ignored():
+    tensors, meta = sf.encode({"w": _sparse((5, 13), 0.7)}, encodings={"w": "bitmask"})
+    expected = sf.decode(tensors, meta)["w"]
+    tensors["w:bitmask"][:, -1] |= 0b11100000  # bits 13..15 of each row are padding
+    assert torch.equal(_bits(sf.decode(tensors, meta)["w"]), _bits(expected))
+
+
+def test_loaded_tensors_own_their_memory(tmp_path):
+    """No returned tensor is a view of the file (safetensors may memory-map it): a later write does not reach them."""
+    path = tmp_path / "m.sparse.safetensors"
+    state = {"w": _sparse((64, 64), 0.95), "b": torch.randn(64), "n": torch.tensor(3)}
+    assert sf.save_file(state, path)["b"] == "dense"
+    loaded = sf.load_file(path)
+    with open(path, "r+b") as f:
+        header = 8 + int.from_bytes(f.read(8), "little")
+        f.seek(header)
+        f.write(b"\x7f" * (path.stat().st_size - header))
+    assert_bit_identical(loaded, state)
+
+
 def test_truncated_or_foreign_files_are_refused(tmp_path):
     path = tmp_path / "m.sparse.safetensors"
     sf.save_file({"w": _sparse((64, 64), 0.95)}, path)

@@ -240,3 +240,23 @@ def test_any_timm_model_is_prunable():
         opt.step()
         opt.zero_grad()
     assert pruner.sparsity == pytest.approx(0.5, abs=1e-6)
+
+
+def test_sparsity_stats_counts_each_tensor_once(monkeypatch):
+    """Exact numbers by hand, and one count_nonzero per parameter (load() recounts every model it returns)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1, bias=False), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+        model[1].weight[:2] = 0  # 8 of 16 zero
+        model[2].weight[0] = 0  # 4 of 8 zero
+        model[2].bias[0] = 0  # not prunable: counted in sparsity_all_params only
+    calls = []
+    real = torch.Tensor.count_nonzero
+    monkeypatch.setattr(torch.Tensor, "count_nonzero", lambda t, *a, **k: calls.append(1) or real(t, *a, **k))
+    stats = fggp_hub.sparsity_stats(model)  # the first conv ("0") stays dense: not prunable
+    assert len(calls) == len(list(model.parameters())) == 5
+    assert set(stats["layers"]) == {"1.weight", "2.weight"}
+    assert stats["layers"]["1.weight"]["zeros"] == 8 and stats["layers"]["2.weight"]["sparsity"] == 0.5
+    assert stats["sparsity"] == 12 / 24 and stats["prunable_params"] == 24
+    assert stats["total_params"] == 108 + 4 + 16 + 8 + 2 and stats["nonzero_params"] == stats["total_params"] - 13
