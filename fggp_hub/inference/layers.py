@@ -172,10 +172,15 @@ def _direct_conv_chwn(
     lib.fggp_sparse_conv_chwn_f32(
         x4.data_ptr(), kh, kw, n, kho, kwo, co, dh.numel(), nb,
         seg.data_ptr(), dh.data_ptr(), dw.data_ptr(), ci.data_ptr(), vals.data_ptr(),
-        _ptr(bias), _ptr(r4), out.data_ptr(), int(layer.relu), xcs, out.stride(0) if co > 1 else ho * wo * n, rcs,
+        _ptr(bias), _ptr(r4), out.data_ptr(), int(layer.relu) | (2 if out.numel() * 4 >= _STREAM_MIN_BYTES else 0),
+        xcs, out.stride(0) if co > 1 else ho * wo * n, rcs,
         _ptr(xoff), torch.get_num_threads(),
     )
     return out
+
+
+#: Outputs at least this large are written with non-temporal stores (they do not stay in L2/L3 anyway).
+_STREAM_MIN_BYTES = 24 * 2**20
 
 
 #: Input geometries whose per-non-zero offsets a layer keeps (batch sizes in use, usually one or two).

@@ -37,7 +37,7 @@ MALLOC_ENV = ENV_MALLOC_TUNE
 
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_ABI_VERSION = 8
+_ABI_VERSION = 9
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}

@@ -496,6 +496,26 @@ def test_block_candidates_add_an_l1_sized_block_for_large_inputs():
 
 
 @needs_native
+@pytest.mark.parametrize("kernel, stride, block", [(3, 1, 0), (3, 1, 8), (1, 1, 0), (3, 2, 0)])
+def test_streaming_stores_give_the_same_output(kernel, stride, block, monkeypatch):
+    """Outputs over _STREAM_MIN_BYTES are written with non-temporal stores (last block, aligned full tiles)."""
+    torch.manual_seed(kernel + stride + block)
+    conv = nn.Conv2d(24, 16, kernel, stride=stride, padding=kernel // 2).eval()
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.5)
+    layer = SparseConv2d(conv)
+    layer.relu = True
+    x = torch.randn(64, 24, 12, 10)
+    with torch.inference_mode():
+        res = torch.randn_like(conv(x))
+        plain = layer.run(x, f"direct@{block}", res)
+        monkeypatch.setattr(layers_module, "_STREAM_MIN_BYTES", 0)
+        streamed = layer.run(x, f"direct@{block}", res)
+        torch.testing.assert_close(streamed, torch.relu(conv(x) + res), rtol=1e-5, atol=1e-5)
+    assert torch.equal(streamed, plain)
+
+
+@needs_native
 def test_tuning_records_the_chosen_cache_block():
     model = _pruned("small_vgg_cifar", 0.7, "global")
     fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, min_speedup=1.0)

@@ -131,7 +131,10 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
       }
     }
     const __m256 zero = _mm256_setzero_ps();
-    const bool relu = last && c.relu;
+    const bool relu = last && (c.relu & 1);
+    // bit 1 of relu: non-temporal stores of the last block (outputs far larger than the caches: no
+    // read-for-ownership of lines the next layer will fetch from memory anyway); 32-byte aligned tiles only
+    const bool stream = last && (c.relu & 2) && full_tile && ((reinterpret_cast<uintptr_t>(o) & 31) == 0);
     if (last && c.res) {  // fused residual add (ResNet blocks): out = relu(conv + bias + res)
       const float* r = c.res + (int64_t)co * c.rcs + (int64_t)oh * row_len + e0;
 #pragma GCC unroll 8
@@ -147,7 +150,11 @@ static void tile(const Conv& c, int oh, int e0, int e1) {
     for (int v = 0; v < NV; ++v) {
       __m256 y = relu ? _mm256_max_ps(acc[v], zero) : acc[v];
       if (full_tile) {
-        _mm256_storeu_ps(o + 8 * v, y);
+        if (stream) {
+          _mm256_stream_ps(o + 8 * v, y);
+        } else {
+          _mm256_storeu_ps(o + 8 * v, y);
+        }
       } else {
         if (8 * v >= nz) break;
         _mm256_maskstore_ps(o + 8 * v, lane_mask(0, nz - 8 * v), y);
@@ -281,7 +288,7 @@ void fggp_maxpool_nchw_f32(const float* x, int NC, int H, int W, int kh, int kw,
   }
 }
 
-int fggp_sparse_abi_version() { return 8; }
+int fggp_sparse_abi_version() { return 9; }
 
 // out (Co, Ho, Wo, N) = relu?(conv(x (C, H, W, N)) + bias + res) for stride 1; see the file comment.
 // res (same shape as out) and bias may be null; xcs, ocs, rcs: channel strides of x, out and res; xoff (may be
@@ -320,6 +327,7 @@ void fggp_sparse_conv_chwn_f32(const float* x, int H, int W, int N, int Ho, int 
     cc.out = c.out + (int64_t)co0 * ocs;
     cc.res = c.res ? c.res + (int64_t)co0 * rcs : nullptr;
     kTiles[nv](cc, oh, (int)e0, (int)e1);
+    if (relu & 2) _mm_sfence();  // this task's streaming stores are visible before the next layer reads them
   }
 }
 
