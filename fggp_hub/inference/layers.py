@@ -581,8 +581,10 @@ class SparseConv2d(SparseInferenceLayer):
         )
         if (sh, sw) == (1, 1):
             xc, cs = _as_chwn(x)  # CHWN: a view when x came from a direct layer, else one copy
-        elif (lib := native_library()) is not None and b > 1:
-            # phase images, channel ci*P + p, in a padded CHWN buffer: the native split (one memcpy per pixel)
+        elif b > 1:
+            # phase images, channel ci*P + p, in a padded CHWN buffer: the native split (one memcpy per pixel;
+            # the library exists, or the direct kernel would not run)
+            lib = native_library()
             x4, xcs = _as_chwn(x)
             xc = _empty_chwn(c * len(phases), hp, wp, b)
             cs = xc.stride(0) if xc.shape[0] > 1 else hp * wp * b

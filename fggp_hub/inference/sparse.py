@@ -264,12 +264,11 @@ def sparsify_for_inference(
             key = x.shape[0]  # layers dispatch on their input's first dim (the batch size for CNNs)
             if key in decisions[name]:
                 return decisions[name][key]
-            modes = _candidate_modes(layer, x)
-            if layer.sparsity < min_sparsity:
-                if not _is_stem(layer, x):
-                    decisions[name][key] = "dense"  # too dense to be worth timing
-                    return "dense"
-                modes = tuple(m for m in modes if m != "sparse")
+            stem = layer.sparsity < min_sparsity and _is_stem(layer, x)
+            if layer.sparsity < min_sparsity and not stem:
+                decisions[name][key] = "dense"  # too dense to be worth timing
+                return "dense"
+            modes = tuple(m for m in _candidate_modes(layer, x) if not (stem and m == "sparse"))
             timed = _time_kernels(layer, x, repeats, modes, residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}

@@ -15,6 +15,8 @@ from fggp_hub.inference import layers as layers_module
 from fggp_hub.models.resnet_cifar import CifarResNet
 from fggp_hub.pruning import prunable_parameters
 
+from ._helpers import randomize_batchnorm
+
 NATIVE = native_status()["available"]
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
 
@@ -28,13 +30,9 @@ def _short_timing(monkeypatch):
 def _bottleneck_resnet(sparsity: float = 0.8, seed: int = 0) -> nn.Module:
     """A narrow bottleneck ResNet (identity and projection shortcuts, a strided block), pruned at random."""
     torch.manual_seed(seed)
-    model = CifarResNet(block="bottleneck", layers=(2, 2), widths=(8, 16), stem_width=16, num_classes=10)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.2)
+    model = randomize_batchnorm(
+        CifarResNet(block="bottleneck", layers=(2, 2), widths=(8, 16), stem_width=16, num_classes=10)
+    )
     for p in prunable_parameters(model).values():
         p.mul_(torch.rand_like(p) >= sparsity)
     return model.eval()

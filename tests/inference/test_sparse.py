@@ -31,6 +31,8 @@ from fggp_hub.inference import (
 from fggp_hub.inference import layers as layers_module
 from fggp_hub.pruning import prunable_parameters
 
+from ._helpers import randomize_batchnorm
+
 NATIVE = native_status()["available"]
 MODES_ALL = ("dense", "sparse", "direct")
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
@@ -77,13 +79,8 @@ def _make(name: str) -> nn.Module:
 def _pruned(name: str, sparsity: float, kind: str, seed: int = 0) -> nn.Module:
     """A model with non-trivial BN statistics and biases, pruned globally (magnitude) or at random, in eval mode."""
     torch.manual_seed(seed)
-    model = _make(name)
+    model = randomize_batchnorm(_make(name))
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.2)
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
             m.bias.normal_(0, 0.1)
     params = prunable_parameters(model)

@@ -41,7 +41,7 @@ struct Conv {
                           // do not all fall into the same cache sets (a plane of 64 KiB would alias)
   const float* res;  // optional residual (Co, Ho, Wo, N), added before the ReLU; null: none
   float* out;
-  int relu;
+  int relu;  // flags: bit 0 ReLU, bit 1 non-temporal stores of the output (see tile())
   // Optional (nnz,): each non-zero's input offset (floats) from its output element, ci * xcs + dh * W * N
   // + dw * N. Tiles where every tap is inside the image run one branch-free loop over an output channel's
   // non-zeros of a block with these, instead of the per-tap loop (its bounds checks and short trip counts).
