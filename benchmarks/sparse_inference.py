@@ -38,7 +38,13 @@ import timm
 import torch
 
 import fggp_hub  # noqa: F401  (registers the CIFAR models)
-from fggp_hub.inference import format_inference_report, inference_report, native_status, sparsify_for_inference
+from fggp_hub.inference import (
+    MODES,
+    format_inference_report,
+    inference_report,
+    native_status,
+    sparsify_for_inference,
+)
 from fggp_hub.pruning import prunable_parameters, sparsity_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -181,7 +187,7 @@ def bench_model(name: str, args: argparse.Namespace, ds: DeepSparse | None, ort_
         result["per_sparsity"][f"{s:g}"] = {
             "sparsity": sparsity_stats(m)["sparsity"], "sparsify_s": time.perf_counter() - t0,
             "kernels": {b: {k: sum(1 for lay in report["layers"].values() if lay["decisions"].get(b) == k)
-                            for k in ("dense", "sparse", "direct")} for b in args.batch_sizes},
+                            for k in MODES} for b in args.batch_sizes},
             "report": report,
         }
         print(f"{name} at {s:g}: tuned in {time.perf_counter() - t0:.1f} s; kernels "

@@ -34,7 +34,8 @@ def _check_args(model: nn.Module, batch_sizes: Sequence[int], force: str | None,
         raise TrainingModeError("the model is in training mode: call model.eval() before sparsify_for_inference")
     if force is not None and force not in MODES:
         raise SparsifyArgumentError(
-            f"force={force!r} is not a kernel mode: use None, 'dense', 'sparse' (torch CSR) or 'direct' (native)"
+            f"force={force!r} is not a kernel mode: use None, 'dense', 'sparse' (torch CSR), 'direct' (native) "
+            "or 'winograd' (3x3 convs; dense elsewhere)"
         )
     sizes = tuple(batch_sizes) if isinstance(batch_sizes, Sequence) else (batch_sizes,)
     if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in sizes):
@@ -147,13 +148,14 @@ def _time_kernels(
 
 
 def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
+    dense = ("dense", "winograd") if layer.winograd_supported(x) else ("dense",)
     if not layer.direct_supported(x):
-        return ("dense", "sparse")
+        return (*dense, "sparse")
     # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
     direct = tuple(f"direct@{k}" for k in layer.block_candidates(batch=x.shape[0]))
     if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
-        return ("dense", *direct)
-    return ("dense", "sparse", *direct)
+        return (*dense, *direct)
+    return (*dense, "sparse", *direct)
 
 
 #: Convolutions with at most this many input channels (image stems) are timed with the direct kernel even
@@ -209,12 +211,15 @@ def sparsify_for_inference(
         model: a model in eval mode (a pruned one: zeros in its weights). Left untouched unless ``inplace``.
         batch_sizes: batch sizes to tune for, e.g. ``(1, 64)``.
         input_size: one sample's shape (C, H, W); default ``model.pretrained_cfg["input_size"]``.
-        force: ``"dense"``, ``"sparse"`` (torch CSR) or ``"direct"`` (native kernel, torch CSR where it cannot
-            run) to skip timing and use that kernel everywhere (tests, debugging).
+        force: ``"dense"``, ``"sparse"`` (torch CSR), ``"direct"`` (native kernel, torch CSR where it cannot
+            run) or ``"winograd"`` (3x3 stride-1 convs; dense elsewhere) to skip timing and use that kernel
+            everywhere (tests, debugging).
         fold_bn: fold BatchNorm into the preceding convs.
-        min_sparsity: layers less sparse than this stay dense without being timed (except image stems with
-            at most 4 input channels at batch > 1, where the direct kernel can win even dense).
-        min_speedup: how much faster a sparse kernel must be than dense to be chosen (guards against timing noise).
+        min_sparsity: layers less sparse than this are timed only against the Winograd kernel (dense weights,
+            3x3 stride-1 convs), not the sparse ones (except image stems with at most 4 input channels at
+            batch > 1, where the direct kernel can win even dense).
+        min_speedup: how much faster a sparse or Winograd kernel must be than dense to be chosen (guards
+            against timing noise).
         fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel, and inside
             blocks (ResNet bottlenecks) also ``relu(conv(x) + shortcut)`` in the conv's kernel
             (:func:`fggp_hub.inference.fuse.fuse_residual_blocks`).
@@ -265,10 +270,15 @@ def sparsify_for_inference(
             if key in decisions[name]:
                 return decisions[name][key]
             stem = layer.sparsity < min_sparsity and _is_stem(layer, x)
-            if layer.sparsity < min_sparsity and not stem:
+            too_dense = layer.sparsity < min_sparsity and not stem
+            if too_dense and not layer.winograd_supported(x):
                 decisions[name][key] = "dense"  # too dense to be worth timing
                 return "dense"
-            modes = tuple(m for m in _candidate_modes(layer, x) if not (stem and m == "sparse"))
+            candidates = _candidate_modes(layer, x)
+            if too_dense:  # too dense for the sparse kernels: dense against Winograd only
+                modes = tuple(m for m in candidates if m in ("dense", "winograd"))
+            else:
+                modes = tuple(m for m in candidates if not (stem and m == "sparse"))
             timed = _time_kernels(layer, x, repeats, modes, residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}

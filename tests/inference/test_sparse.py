@@ -268,14 +268,16 @@ def test_report_lists_each_layer_and_its_choice():
     assert len(report["layers"]) == 20
     for name, layer in report["layers"].items():
         assert set(layer["decisions"]) == {1, 4}
-        assert set(layer["decisions"].values()) <= {"dense", "sparse", "direct"}
+        assert set(layer["decisions"].values()) <= {"dense", "sparse", "direct", "winograd"}
         if name == "conv1":  # first conv is not pruned: below min_sparsity, but an image stem (3 input channels)
-            assert layer["sparsity"] == 0.0 and 1 not in layer["timings_s"]  # batch 1: kept dense, untimed
-            assert layer["decisions"][1] == "dense"
-            if NATIVE:  # batch > 1: dense vs the direct kernel (no torch CSR for a dense layer)
-                assert set(layer["timings_s"][4]) == {"dense", "direct"}
-            else:
-                assert layer["decisions"][4] == "dense" and 4 not in layer["timings_s"]
+            assert layer["sparsity"] == 0.0
+            if NATIVE:
+                # batch 1: too dense for the sparse kernels, timed against Winograd only (a 3x3 stride-1 conv);
+                # batch > 1: an image stem, so the direct kernel too (no torch CSR for a dense layer)
+                assert set(layer["timings_s"][1]) == {"dense", "winograd"}
+                assert set(layer["timings_s"][4]) == {"dense", "winograd", "direct"}
+            else:  # no native library: no Winograd, no direct kernel; kept dense, untimed
+                assert layer["decisions"] == {1: "dense", 4: "dense"} and not layer["timings_s"]
         else:
             assert set(layer["timings_s"]) == {1, 4}
     assert report["native"]["available"] == NATIVE
@@ -285,12 +287,18 @@ def test_report_lists_each_layer_and_its_choice():
 
 
 def test_dense_layers_that_are_not_stems_stay_untimed():
-    """Below min_sparsity only image stems (<= 4 input channels) are timed; a dense 16-channel conv is not."""
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)).eval()
+    """Below min_sparsity only image stems (<= 4 input channels) meet the sparse kernels; a dense 3x3
+    stride-1 conv is timed against Winograd only, and a dense 1x1 or strided conv not at all."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, stride=2, padding=1),
+    ).eval()
     fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, input_size=(3, 8, 8))
     layers = inference_report(fast)["layers"]
-    assert layers["2"]["decisions"] == {4: "dense"} and not layers["2"]["timings_s"]
-    assert bool(layers["0"]["timings_s"]) == NATIVE
+    for name in ("4", "6"):
+        assert layers[name]["decisions"] == {4: "dense"} and not layers[name]["timings_s"]
+    assert set(layers["2"]["timings_s"].get(4, {})) == ({"dense", "winograd"} if NATIVE else set())
+    assert set(layers["0"]["timings_s"].get(4, {})) == ({"dense", "winograd", "direct"} if NATIVE else set())
 
 
 def test_sparsified_model_deep_copies_and_moves_dtype():
