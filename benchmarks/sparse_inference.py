@@ -229,9 +229,13 @@ def bench_model(name: str, args: argparse.Namespace, ds: DeepSparse | None, ort_
                 # global magnitude can prune the whole classifier (ResNet-50's fc at >= 90 %: all-zero logits),
                 # so the pooled features are compared too
                 if hasattr(models[s], "forward_features"):
-                    errors[f"ours@{s:g} features"] = _rel_err(
-                        models[s].forward_features(x).numpy(), ours[s].forward_features(x).numpy()
-                    )
+                    feats = models[s].forward_features(x).numpy()
+                    ours_feats = ours[s].forward_features(x).numpy()
+                    errors[f"ours@{s:g} features"] = _rel_err(feats, ours_feats)
+                    # the rounding floor: torch's own float32 features against a float64 run of the same model
+                    feats64 = copy.deepcopy(models[s]).double().forward_features(x.double()).numpy()
+                    errors[f"float64 ref@{s:g}"] = {"torch fp32": _rel_err(feats64, feats),
+                                                    "ours": _rel_err(feats64, ours_feats)}
             calls[f"ours@{s:g}"] = timed(lambda s=s: ours[s](x))
             if ds is not None:
                 key = f"{name}_{s:g}_b{b}"
@@ -274,6 +278,11 @@ def _print(result: dict, args: argparse.Namespace) -> None:
             rows.append([n, fmt_s(sm["median"]), f"{sm['spread']:.0%}", f"{b / sm['median']:.4g}", cell])
         print_table(["variant", "median", "spread (IQR/median)", "img/s", "max rel. logit err"], rows,
                     title=f"{name}, batch {b}: {args.repeats} rounds")
+        floors = {k.split("@")[1]: v for k, v in result["errors"][b].items() if k.startswith("float64 ref@")}
+        if floors:
+            print("features against a float64 run (max rel. error): "
+                  + "; ".join(f"{float(s):.0%} torch fp32 {v['torch fp32']:.1e}, ours {v['ours']:.1e}"
+                              for s, v in floors.items()))
         rows = []
         for key, r in t["ratios"].items():
             rows.append([f"{float(key):.0%}", fmt_ratio(r["dense_over_ours"], 2) + "x",

@@ -522,7 +522,7 @@ class SparseConv2d(SparseInferenceLayer):
         cache = self._winograd_cache
         if cache is None or cache[0] is not self.weight:
             g = torch.tensor(_WINOGRAD_G, dtype=torch.float64)
-            u = torch.einsum("ak,ockl,bl->aboc", g, self.weight.double(), g)
+            u = (g @ self.weight.double() @ g.T).permute(2, 3, 0, 1)  # (6, 6, Co, Ci); einsum took seconds
             cache = self._winograd_cache = (self.weight, u.reshape(36, *self.weight.shape[:2]).float().contiguous())
         return cache[1]
 
