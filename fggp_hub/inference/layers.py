@@ -1,4 +1,4 @@
-"""Inference-only Conv2d / Linear that run a dense kernel, a torch CSR kernel or the native direct one.
+"""Inference-only Conv2d / Linear that run a dense kernel, Winograd, a torch CSR kernel or the native direct one.
 
 Four kernels (``MODES``):
 
@@ -403,7 +403,8 @@ class SparseInferenceLayer(nn.Module):
         """Apply the layer (its residual add and fused ReLU) with the named kernel, whatever the decisions say.
 
         ``"direct"`` runs the torch CSR kernel instead where the native one cannot
-        (no library, not float32): see :meth:`direct_supported`.
+        (no library, not float32): see :meth:`direct_supported`; ``"winograd"`` runs the
+        dense kernel where Winograd cannot (not a 3x3 stride-1 conv, no library, not float32).
         """
         if mode == "winograd":
             if self.winograd_supported(x) and (residual is None or self._kernel_adds_residual(residual)):

@@ -1,7 +1,7 @@
 """``sparsify_for_inference``: run a pruned model's convs and linears with sparse kernels where faster.
 
 Which kernel wins depends on the layer's shape, its sparsity, the batch size and the
-machine, so every layer is timed with each kernel (dense, torch CSR, native direct)
+machine, so every layer is timed with each kernel (dense, Winograd, torch CSR, native direct)
 on its real input at each requested batch size, and the fastest is kept; at run time
 a layer dispatches on the batch size. Tuning happens inside one forward pass per
 batch size, layer after layer, so each layer is timed on the input it will really
