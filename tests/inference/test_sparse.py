@@ -34,7 +34,7 @@ from fggp_hub.pruning import prunable_parameters
 from ._helpers import randomize_batchnorm
 
 NATIVE = native_status()["available"]
-MODES_ALL = ("dense", "sparse", "direct")
+MODES_ALL = ("dense", "sparse", "direct", "winograd")
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
 
 TOL = 1e-4  # relative to the largest logit
@@ -554,7 +554,7 @@ def test_tuning_can_pick_the_direct_kernel_and_stays_exact():
     fast = sparsify_for_inference(model, batch_sizes=(1, 16), repeats=1, min_speedup=1.0)
     report = inference_report(fast)
     modes = {m for lay in report["layers"].values() for m in lay["decisions"].values()}
-    assert modes <= set(MODES_ALL)
+    assert modes <= set(MODES_ALL) and set(MODES_ALL) == set(layers_module.MODES)
     for lay in report["layers"].values():
         for b, t in lay["timings_s"].items():
             assert lay["decisions"][b] in t and "dense" in t  # chosen among the timed kernels
