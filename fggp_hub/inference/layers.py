@@ -11,9 +11,10 @@ Four kernels (``MODES``):
   a copy; elementwise ops (ReLU, residual adds) keep that layout.
 - ``"winograd"``: 3x3 stride-1 convolutions only, dense weights: Winograd F(4x4, 3x3)
   with native input/output transforms (CHWN in and out) around one ``torch.bmm``. It
-  does 2.25x fewer multiply-adds than a direct dense 3x3, so it beats the sparse kernel
-  on the layers a pruning run left 20-70 % dense (the first convolutions of FGGP's
-  VGG-19 masks) and beat ``F.conv2d`` by 1.7-3.7x at batch 64 on the 2-core benchmark machine.
+  does 4x fewer multiply-adds than a direct dense 3x3 (36 per 4 x 4 output tile, not
+  144), so it beats the sparse kernel on layers a pruning run left more than ~15 % dense
+  (the first eight convolutions of the zoo's FGGP VGG-19 masks are 13-72 % dense) and
+  beat ``F.conv2d`` by 1.7-3.7x at batch 64 on the 2-core benchmark machine.
 
 The torch CSR kernel multiplies the CSR weight (C_out x C_in*kh*kw) by im2col
 columns. torch's CPU CSR @ dense product (MKL sparse on the PyPI build) is fast

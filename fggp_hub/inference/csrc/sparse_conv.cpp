@@ -295,10 +295,10 @@ int fggp_sparse_abi_version() { return 10; }
 namespace {
 
 // ---------------------------------------------------------------- Winograd F(4x4, 3x3), dense weights
-// For the layers pruned too little for the direct kernel to win (the FGGP VGG-19 masks keep the first
-// convolutions 30-80 % dense): Y = A^T [U . V] A per 4 x 4 output tile, with U = G g G^T (the transformed
-// weight, 36 x Co x Ci, made once by the caller) and V = B^T d B (36 x Ci per 6 x 6 input patch). The
-// 36 (Co x Ci) @ (Ci x tiles) products are one torch.bmm between the two transforms below; 2.25 x fewer
+// For the layers pruned too little for the direct kernel to win (the zoo's FGGP VGG-19 masks keep the
+// first eight convolutions 13-72 % dense): Y = A^T [U . V] A per 4 x 4 output tile, with U = G g G^T
+// (the transformed weight, 36 x Co x Ci, made once by the caller) and V = B^T d B (36 x Ci per 6 x 6 input patch). The
+// 36 (Co x Ci) @ (Ci x tiles) products are one torch.bmm between the two transforms below; 4 x fewer
 // multiply-adds than F.conv2d's direct 3 x 3. Matrices of Lavin & Gray (2016), interpolation points
 // 0, +-1, +-2: fp32 error about 1e-6 of the output's scale.
 // A tile row range [th0, th1) at a time, so that V and M of one chunk stay in cache: the tiles' flat index
