@@ -375,7 +375,7 @@ static void wino_output_tile(const float* m, int64_t astride, float bias, const 
   __m256 t[4][6];  // (A^T M)[i][j]
   for (int j = 0; j < 6; ++j) {
     __m256 col[6], out[4];
-    for (int i = 0; i < 6; ++i) col[i] = load8<false>(m + (int64_t)(i * 6 + j) * astride, mask);
+    for (int i = 0; i < 6; ++i) col[i] = load8<kMasked>(m + (int64_t)(i * 6 + j) * astride, mask);  // no read past M
     at6(col, out);
     for (int i = 0; i < 4; ++i) t[i][j] = out[i];
   }
