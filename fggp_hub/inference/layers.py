@@ -515,8 +515,11 @@ class SparseConv2d(SparseInferenceLayer):
             return False
         if self.weight is None or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu":
             return False
-        if x is not None and (x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu"):
-            return False
+        if x is not None:
+            if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] == 0:
+                return False
+            if min(self._out_hw(x.shape[2], x.shape[3])) <= 0:  # too small: dense raises F.conv2d's error
+                return False
         return native_library() is not None
 
     def _winograd_weight(self) -> Tensor:

@@ -153,9 +153,12 @@ def _time_kernels(
 _WINOGRAD_MAX_SPARSITY = 0.95
 
 
+def _times_winograd(layer: SparseInferenceLayer, x: Tensor) -> bool:
+    return layer.sparsity <= _WINOGRAD_MAX_SPARSITY and layer.winograd_supported(x)
+
+
 def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
-    winograd = layer.winograd_supported(x) and layer.sparsity <= _WINOGRAD_MAX_SPARSITY
-    dense = ("dense", "winograd") if winograd else ("dense",)
+    dense = ("dense", "winograd") if _times_winograd(layer, x) else ("dense",)
     if not layer.direct_supported(x):
         return (*dense, "sparse")
     # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
@@ -278,14 +281,13 @@ def sparsify_for_inference(
                 return decisions[name][key]
             stem = layer.sparsity < min_sparsity and _is_stem(layer, x)
             too_dense = layer.sparsity < min_sparsity and not stem
-            if too_dense and not layer.winograd_supported(x):
-                decisions[name][key] = "dense"  # too dense to be worth timing
-                return "dense"
-            candidates = _candidate_modes(layer, x)
             if too_dense:  # too dense for the sparse kernels: dense against Winograd only
-                modes = tuple(m for m in candidates if m in ("dense", "winograd"))
+                modes = ("dense", "winograd") if _times_winograd(layer, x) else ("dense",)
             else:
-                modes = tuple(m for m in candidates if not (stem and m == "sparse"))
+                modes = tuple(m for m in _candidate_modes(layer, x) if not (stem and m == "sparse"))
+            if modes == ("dense",):
+                decisions[name][key] = "dense"  # nothing to time it against
+                return "dense"
             timed = _time_kernels(layer, x, repeats, modes, residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}

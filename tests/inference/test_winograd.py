@@ -54,6 +54,46 @@ def test_winograd_matches_conv2d(batch, padding, hw):
     assert layer.paths[batch].startswith("winograd")
 
 
+@pytest.mark.parametrize("c_in, c_out, padding, hw", [
+    (1, 1, 1, (5, 7)), (1, 3, (0, 2), (6, 3)), (3, 1, (3, 3), (2, 9)), (2, 2, (5, 1), (3, 4)), (4, 2, 0, (3, 3)),
+])
+def test_winograd_matches_conv2d_on_edge_shapes(c_in, c_out, padding, hw):
+    """One channel, asymmetric and large padding, maps of 2-3 pixels (one partial tile), 1x1 outputs."""
+    torch.manual_seed(c_in * 10 + c_out)
+    conv = nn.Conv2d(c_in, c_out, 3, padding=padding).eval()
+    layer = SparseConv2d(conv)
+    x = torch.randn(9, c_in, *hw)
+    with torch.inference_mode():
+        _assert_close(layer.run(x, "winograd"), conv(x))
+    assert layer.paths[9].startswith("winograd")
+
+
+def test_winograd_error_stays_small_on_wide_layers():
+    """256 input channels (VGG-19's widths): the transforms' rounding grows with the sum's length."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(256, 32, 3, padding=1).eval()
+    layer = SparseConv2d(conv)
+    x = torch.randn(8, 256, 8, 8)
+    with torch.inference_mode():
+        _assert_close(layer.run(x, "winograd"), conv(x))
+
+
+def test_winograd_leaves_empty_batches_and_too_small_inputs_to_dense():
+    """Batch 0 gives an empty result and an input smaller than the kernel raises F.conv2d's error, as dense."""
+    conv, layer = _layer(4, 4, 1, relu=False, seed=2)
+    empty = torch.randn(0, 4, 8, 8)
+    assert not layer.winograd_supported(empty)
+    with torch.inference_mode():
+        assert layer.run(empty, "winograd").shape == (0, 4, 8, 8)
+    conv = nn.Conv2d(4, 4, 3).eval()
+    layer = SparseConv2d(conv)
+    for shape in [(2, 4, 2, 8), (2, 4, 8, 2)]:
+        x = torch.randn(*shape)
+        assert not layer.winograd_supported(x)
+        with torch.inference_mode(), pytest.raises(RuntimeError):
+            layer.run(x, "winograd")
+
+
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 def test_winograd_reads_chwn_input_and_fuses_the_residual(relu, bias):
@@ -70,6 +110,9 @@ def test_winograd_reads_chwn_input_and_fuses_the_residual(relu, bias):
         res_chwn = layers_module._as_chwn(residual)[0].permute(3, 0, 1, 2)
         out = layer.run(x, "winograd", res_chwn)
         _assert_close(out, ref)
+        per_channel = torch.randn(1, 4, 1, 1)  # a broadcast residual
+        ref = conv(x) + per_channel
+        _assert_close(layer.run(x, "winograd", per_channel), torch.relu(ref) if relu else ref)
     assert layers_module._is_chwn(out)  # the next direct or Winograd layer reads it without a copy
 
 
@@ -137,7 +180,11 @@ def test_forced_winograd_model_matches_and_survives_deepcopy():
     with torch.no_grad():
         randomize_batchnorm(model)
     fast = sparsify_for_inference(model, force="winograd", input_size=(3, 16, 16))
+    with torch.inference_mode():
+        fast(torch.randn(2, 3, 16, 16))  # builds the layers' Winograd weights: the copy must not share them
+    assert fast[0]._winograd_cache is not None
     clone = copy.deepcopy(fast)
+    assert clone[0]._winograd_cache is None
     for batch in (1, 8, 9):
         x = torch.randn(batch, 3, 16, 16)
         with torch.inference_mode():
@@ -178,3 +225,23 @@ def test_very_sparse_layers_do_not_time_winograd():
     lay = inference_report(fast)["layers"]["2"]
     assert lay["sparsity"] > _WINOGRAD_MAX_SPARSITY
     assert "winograd" not in lay["timings_s"][8] and "direct" in lay["timings_s"][8]
+    # below a min_sparsity above it the layer is too dense for the sparse kernels and too sparse for
+    # Winograd: kept dense without timing dense against nothing
+    fast = sparsify_for_inference(model, batch_sizes=(8,), repeats=1, input_size=(3, 8, 8), min_sparsity=0.999)
+    lay = inference_report(fast)["layers"]["2"]
+    assert lay["decisions"] == {8: "dense"} and not lay["timings_s"]
+
+
+def test_winograd_weight_is_rebuilt_when_the_weight_tensor_changes():
+    """After .to() (a new weight tensor) the cached transform is rebuilt, not reused."""
+    conv, layer = _layer(3, 4, 1, relu=False, seed=4)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        layer.run(x, "winograd")
+        first = layer._winograd_cache[1]
+        layer.double().float()
+        with torch.no_grad():
+            layer.weight.mul_(2.0)  # a new tensor after the round trip: changing it must show
+        conv.weight.data.mul_(2.0)
+        _assert_close(layer.run(x, "winograd"), conv(x))
+    assert layer._winograd_cache[1] is not first
