@@ -150,6 +150,14 @@ def _is_chwn(x: Tensor) -> bool:
     return x.dim() == 4 and _chwn_channel_stride(x.permute(1, 2, 3, 0)) is not None
 
 
+def _float32_bias(layer: "SparseInferenceLayer") -> Tensor | None:
+    """The layer's bias as the native kernels read it: float32, contiguous (None: no bias)."""
+    bias = layer.bias
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        bias = bias.float().contiguous()
+    return bias
+
+
 def _direct_conv_chwn(
     layer: "SparseInferenceLayer",
     x4: Tensor,
@@ -170,9 +178,7 @@ def _direct_conv_chwn(
     seg, dh, dw, ci, vals, nb = meta
     out = _empty_chwn(co, ho, wo, n)
     kh, kw, kho, kwo = kernel_hw or (x4.shape[1], x4.shape[2], ho, wo)
-    bias = layer.bias
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
-        bias = bias.float().contiguous()
+    bias = _float32_bias(layer)
     r4, rcs = (None, 0) if res is None else _as_chwn(res.expand(n, co, ho, wo))
     xoff = _input_offsets(layer, meta, xcs, kw, n)
     lib.fggp_sparse_conv_chwn_f32(
@@ -221,9 +227,7 @@ def _winograd_conv_chwn(layer: "SparseConv2d", x: Tensor, residual: Tensor | Non
     m_buf = torch.empty(36 * co * rows * per_row)
     out = _empty_chwn(co, ho, wo, n)
     ocs = out.stride(0) if co > 1 else ho * wo * n
-    bias = layer.bias
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
-        bias = bias.float().contiguous()
+    bias = _float32_bias(layer)
     r4, rcs = (None, 0) if residual is None else _as_chwn(residual.expand(n, co, ho, wo))
     threads = torch.get_num_threads()
     for th0 in range(0, th_n, rows):

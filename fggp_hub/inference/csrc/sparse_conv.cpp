@@ -397,59 +397,14 @@ static void wino_output_tile(const float* m, int64_t astride, float bias, const 
   }
 }
 
-template <bool kMasked>
-void wino_input(const float* x, int C, int H, int W, int N, int64_t xcs, int pad_h, int pad_w, int TW, int th0,
-                int th1, float* v, int nthreads) {
-  const int rows = th1 - th0;
-  const int64_t P = (int64_t)rows * TW * N;
-  const int64_t astride = (int64_t)C * P;
-  const int nvec = (N + 7) / 8;
+// Calls f(channel, tile row in the chunk, tile column, first batch lane) for every 8-lane vector of the tiles
+// of tile rows [0, rows), channels split over the threads: the loop both transforms share.
+template <typename F>
+void for_each_tile_vector(int64_t channels, int rows, int TW, int N, int nthreads, F f) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-  for (int64_t task = 0; task < (int64_t)C * rows; ++task) {
-    const int64_t c = task / rows;
-    const int tr = (int)(task % rows);
-    const float* xc = x + c * xcs;
+  for (int64_t task = 0; task < channels * rows; ++task) {
     for (int tw = 0; tw < TW; ++tw) {
-      float* vp = v + c * P + ((int64_t)tr * TW + tw) * N;
-      for (int k = 0; k < nvec; ++k) {
-        const int n0 = 8 * k;
-        if (kMasked && n0 + 8 > N) {
-          wino_input_tile<true>(xc, H, W, N, 4 * (th0 + tr) - pad_h, 4 * tw - pad_w, n0, lane_mask(0, N - n0),
-                                vp + n0, astride);
-        } else {
-          wino_input_tile<false>(xc, H, W, N, 4 * (th0 + tr) - pad_h, 4 * tw - pad_w, n0, __m256i(), vp + n0,
-                                 astride);
-        }
-      }
-    }
-  }
-}
-
-template <bool kMasked>
-void wino_output(const float* m, int Co, int Ho, int Wo, int N, int TW, int th0, int th1, const float* bias,
-                 const float* res, int64_t rcs, float* out, int64_t ocs, int relu, int nthreads) {
-  const int rows = th1 - th0;
-  const int64_t P = (int64_t)rows * TW * N;
-  const int64_t astride = (int64_t)Co * P;
-  const int nvec = (N + 7) / 8;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-  for (int64_t task = 0; task < (int64_t)Co * rows; ++task) {
-    const int64_t co = task / rows;
-    const int tr = (int)(task % rows);
-    const float b = bias ? bias[co] : 0.0f;
-    const float* rc = res ? res + co * rcs : nullptr;
-    for (int tw = 0; tw < TW; ++tw) {
-      const float* mp = m + co * P + ((int64_t)tr * TW + tw) * N;
-      for (int k = 0; k < nvec; ++k) {
-        const int n0 = 8 * k;
-        if (kMasked && n0 + 8 > N) {
-          wino_output_tile<true>(mp + n0, astride, b, rc, out + co * ocs, Ho, Wo, N, 4 * (th0 + tr), 4 * tw, n0,
-                                 lane_mask(0, N - n0), relu != 0);
-        } else {
-          wino_output_tile<false>(mp + n0, astride, b, rc, out + co * ocs, Ho, Wo, N, 4 * (th0 + tr), 4 * tw, n0,
-                                  __m256i(), relu != 0);
-        }
-      }
+      for (int n0 = 0; n0 < N; n0 += 8) f(task / rows, (int)(task % rows), tw, n0);
     }
   }
 }
@@ -462,11 +417,18 @@ extern "C" {
 // [th0, th1) of a 3 x 3, stride-1 convolution with padding (pad_h, pad_w); TW tiles per row.
 void fggp_winograd_input_f32(const float* x, int C, int H, int W, int N, int64_t xcs, int pad_h, int pad_w, int TW,
                              int th0, int th1, float* v, int nthreads) {
-  if (N % 8) {
-    wino_input<true>(x, C, H, W, N, xcs, pad_h, pad_w, TW, th0, th1, v, nthreads);
-  } else {
-    wino_input<false>(x, C, H, W, N, xcs, pad_h, pad_w, TW, th0, th1, v, nthreads);
-  }
+  const int rows = th1 - th0;
+  const int64_t P = (int64_t)rows * TW * N;
+  for_each_tile_vector(C, rows, TW, N, nthreads, [&](int64_t c, int tr, int tw, int n0) {
+    const float* xc = x + c * xcs;
+    const int r0 = 4 * (th0 + tr) - pad_h, c0 = 4 * tw - pad_w;
+    float* vp = v + c * P + ((int64_t)tr * TW + tw) * N + n0;
+    if (n0 + 8 > N) {  // the batch's last, partial vector: masked lanes
+      wino_input_tile<true>(xc, H, W, N, r0, c0, n0, lane_mask(0, N - n0), vp, (int64_t)C * P);
+    } else {
+      wino_input_tile<false>(xc, H, W, N, r0, c0, n0, __m256i(), vp, (int64_t)C * P);
+    }
+  });
 }
 
 // out rows of tile rows [th0, th1) (Co, Ho, Wo, N; channel stride ocs) = relu?(A^T M A + bias + res) from
@@ -474,11 +436,21 @@ void fggp_winograd_input_f32(const float* x, int C, int H, int W, int N, int64_t
 void fggp_winograd_output_f32(const float* m, int Co, int Ho, int Wo, int N, int TW, int th0, int th1,
                               const float* bias, const float* res, int64_t rcs, float* out, int64_t ocs, int relu,
                               int nthreads) {
-  if (N % 8) {
-    wino_output<true>(m, Co, Ho, Wo, N, TW, th0, th1, bias, res, rcs, out, ocs, relu, nthreads);
-  } else {
-    wino_output<false>(m, Co, Ho, Wo, N, TW, th0, th1, bias, res, rcs, out, ocs, relu, nthreads);
-  }
+  const int rows = th1 - th0;
+  const int64_t P = (int64_t)rows * TW * N;
+  for_each_tile_vector(Co, rows, TW, N, nthreads, [&](int64_t co, int tr, int tw, int n0) {
+    const float b = bias ? bias[co] : 0.0f;
+    const float* rc = res ? res + co * rcs : nullptr;
+    const float* mp = m + co * P + ((int64_t)tr * TW + tw) * N + n0;
+    const int r0 = 4 * (th0 + tr), c0 = 4 * tw;
+    if (n0 + 8 > N) {
+      wino_output_tile<true>(mp, (int64_t)Co * P, b, rc, out + co * ocs, Ho, Wo, N, r0, c0, n0,
+                             lane_mask(0, N - n0), relu != 0);
+    } else {
+      wino_output_tile<false>(mp, (int64_t)Co * P, b, rc, out + co * ocs, Ho, Wo, N, r0, c0, n0, __m256i(),
+                              relu != 0);
+    }
+  });
 }
 
 // out (Co, Ho, Wo, N) = relu?(conv(x (C, H, W, N)) + bias + res) for stride 1; see the file comment.
