@@ -1,6 +1,6 @@
 """Inference-only Conv2d / Linear that run a dense kernel, Winograd, a torch CSR kernel or the native direct one.
 
-Four kernels (``MODES``):
+Five kernels (``MODES``):
 
 - ``"dense"``: ``F.conv2d`` / ``F.linear`` on the weight with its zeros;
 - ``"sparse"``: pure torch, im2col + CSR (the fallback that needs nothing but torch);
@@ -15,6 +15,10 @@ Four kernels (``MODES``):
   144), so it beats the sparse kernel on layers a pruning run left more than ~15 % dense
   (the first eight convolutions of the zoo's FGGP VGG-19 masks are 13-72 % dense) and
   beat ``F.conv2d`` by 1.7-3.7x at batch 64 on the 2-core benchmark machine.
+- ``"gemm"``: 1x1 stride-1 convolutions only, dense weights: a native packed GEMM over the
+  channels of a CHWN activation (bias, residual and ReLU fused), for the 1x1 layers
+  pruning leaves too dense for the direct kernel; oneDNN's 1x1 convolution on the same
+  buffer ran ResNet-50's shapes 1.2-7x slower on the 2-core benchmark machine.
 
 The torch CSR kernel multiplies the CSR weight (C_out x C_in*kh*kw) by im2col
 columns. torch's CPU CSR @ dense product (MKL sparse on the PyPI build) is fast
@@ -40,7 +44,7 @@ from .native import native_library
 __all__ = ["MODES", "ChwnMaxPool2d", "SparseInferenceLayer", "SparseConv2d", "SparseLinear"]
 
 #: Kernels a layer can run.
-MODES = ("dense", "sparse", "direct", "winograd")
+MODES = ("dense", "sparse", "direct", "winograd", "gemm")
 
 # F.unfold beats the strided im2col copy at batch 1 on tiny feature maps (measured:
 # 512 channels at 2x2 / 4x4), where the strided copy moves runs of only 2-4 floats.
@@ -243,6 +247,27 @@ def _winograd_conv_chwn(layer: "SparseConv2d", x: Tensor, residual: Tensor | Non
     return out
 
 
+#: Output channels per weight panel of the native GEMM (its micro-kernel computes 6 channels x 16 pixels).
+_GEMM_PANEL_ROWS = 6
+
+
+def _pointwise_gemm_chwn(layer: "SparseConv2d", x: Tensor, residual: Tensor | None) -> Tensor:
+    """A 1x1 stride-1 conv on ``x`` (N, C, H, W; CHWN or not) with the native packed GEMM: (Co, H, W, N) CHWN,
+    bias, ``residual`` and ReLU fused."""
+    n, c, h, w = x.shape
+    co = layer.out_channels
+    x4, xcs = _as_chwn(x)
+    out = _empty_chwn(co, h, w, n)
+    ocs = out.stride(0) if co > 1 else h * w * n
+    r4, rcs = (None, 0) if residual is None else _as_chwn(residual.expand(n, co, h, w))
+    native_library().fggp_dense_pointwise_f32(
+        layer._gemm_weight().data_ptr(), co, c, x4.data_ptr(), xcs, h * w * n, _ptr(_float32_bias(layer)), _ptr(r4),
+        rcs, out.data_ptr(), ocs, int(layer.relu) | (2 if out.numel() * 4 >= _STREAM_MIN_BYTES else 0),
+        torch.get_num_threads(),
+    )
+    return out
+
+
 #: Outputs at least this large are written with non-temporal stores (they do not stay in L2/L3 anyway).
 _STREAM_MIN_BYTES = 24 * 2**20
 
@@ -340,6 +365,7 @@ class SparseInferenceLayer(nn.Module):
         self.paths: dict[int, str] = {}  # batch size -> the kernel path the last run took (inference_report)
         self.tuner = None  # set while sparsify_for_inference times the kernels: (layer, x) -> mode
         self._winograd_cache: tuple[Tensor, Tensor] | None = None  # (weight, its Winograd transform)
+        self._gemm_cache: tuple[Tensor, Tensor] | None = None  # (weight, its packed form for the "gemm" kernel)
         self.train(False)
 
     # ------------------------------------------------------------ kernel choice
@@ -364,7 +390,9 @@ class SparseInferenceLayer(nn.Module):
         used = set(self.decisions.values()) or {default_mode}
         if "winograd" not in used:
             self._winograd_cache = None
-        if not used & {"dense", "winograd"}:  # winograd falls back to dense on inputs it cannot take
+        if "gemm" not in used:
+            self._gemm_cache = None
+        if not used & {"dense", "winograd", "gemm"}:  # winograd and gemm fall back to dense on inputs they cannot take
             self.weight = None
         if not used & {"sparse", "direct"}:
             self.crow_indices = self.col_indices = self.values = None
@@ -387,6 +415,7 @@ class SparseInferenceLayer(nn.Module):
         state = dict(super().__getstate__())
         state["_csr_cache"] = None  # sparse CSR tensors cannot be deep-copied or pickled
         state["_winograd_cache"] = None  # rebuilt from the weight on first use
+        state["_gemm_cache"] = None
         return state
 
     # ------------------------------------------------------------------ forward
@@ -408,9 +437,14 @@ class SparseInferenceLayer(nn.Module):
         """Apply the layer (its residual add and fused ReLU) with the named kernel, whatever the decisions say.
 
         ``"direct"`` runs the torch CSR kernel instead where the native one cannot
-        (no library, not float32): see :meth:`direct_supported`; ``"winograd"`` runs the
-        dense kernel where Winograd cannot (not a 3x3 stride-1 conv, no library, not float32).
+        (no library, not float32): see :meth:`direct_supported`; ``"winograd"`` and ``"gemm"`` run
+        the dense kernel where they cannot (not a 3x3 / 1x1 stride-1 conv, no library, not float32).
         """
+        if mode == "gemm":
+            if self.gemm_supported(x) and (residual is None or self._kernel_adds_residual(residual)):
+                self.paths[x.shape[0]] = "dense 1x1 GEMM, packed weights (native, CHWN)"
+                return _pointwise_gemm_chwn(self, x, residual).permute(3, 0, 1, 2)  # residual, ReLU applied
+            mode = "dense"
         if mode == "winograd":
             if self.winograd_supported(x) and (residual is None or self._kernel_adds_residual(residual)):
                 self.paths[x.shape[0]] = "winograd F(4x4,3x3) (dense weights, CHWN)"
@@ -443,6 +477,10 @@ class SparseInferenceLayer(nn.Module):
 
     def winograd_supported(self, x: Tensor | None = None) -> bool:
         """Whether the Winograd kernel can run this layer (on ``x``): 3x3 stride-1 convs, float32, CPU, library."""
+        return False
+
+    def gemm_supported(self, x: Tensor | None = None) -> bool:
+        """Whether the native dense GEMM can run this layer (on ``x``): 1x1 stride-1 convs, float32, CPU, library."""
         return False
 
     def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
@@ -525,6 +563,27 @@ class SparseConv2d(SparseInferenceLayer):
             if min(self._out_hw(x.shape[2], x.shape[3])) <= 0:  # too small: dense raises F.conv2d's error
                 return False
         return native_library() is not None
+
+    def gemm_supported(self, x: Tensor | None = None) -> bool:
+        if not self.is_pointwise:
+            return False
+        if self.weight is None or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu":
+            return False
+        if x is not None and (x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] == 0):
+            return False
+        return native_library() is not None
+
+    def _gemm_weight(self) -> Tensor:
+        """The weight packed for the native GEMM: (ceil(Co/6), Ci, 6) panels of 6 output channels, zero rows past Co."""
+        cache = self._gemm_cache
+        if cache is None or cache[0] is not self.weight:
+            co, ci = self.out_channels, self.in_channels
+            panels = -(-co // _GEMM_PANEL_ROWS)
+            packed = self.weight.new_zeros(panels * _GEMM_PANEL_ROWS, ci)
+            packed[:co] = self.weight.reshape(co, ci)
+            packed = packed.view(panels, _GEMM_PANEL_ROWS, ci).transpose(1, 2).contiguous()
+            cache = self._gemm_cache = (self.weight, packed)
+        return cache[1]
 
     def _winograd_weight(self) -> Tensor:
         """U = G g G^T (36, Co, Ci), float32, made in float64 from the (BN-folded) weight once."""

@@ -35,7 +35,7 @@ def _check_args(model: nn.Module, batch_sizes: Sequence[int], force: str | None,
     if force is not None and force not in MODES:
         raise SparsifyArgumentError(
             f"force={force!r} is not a kernel mode: use None, 'dense', 'sparse' (torch CSR), 'direct' (native) "
-            "or 'winograd' (3x3 convs; dense elsewhere)"
+            "'winograd' (3x3 convs; dense elsewhere) or 'gemm' (1x1 convs; dense elsewhere)"
         )
     sizes = tuple(batch_sizes) if isinstance(batch_sizes, Sequence) else (batch_sizes,)
     if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in sizes):
@@ -147,18 +147,22 @@ def _time_kernels(
     return best
 
 
-#: Layers sparser than this do not time the Winograd kernel: it does 1/4 of dense's multiply-adds whatever the
-#: sparsity, and the direct kernel was 2-40x faster than it on every such layer measured (ResNet-50 / VGG-19,
-#: batch 1 and 64; the crossover was between 83 and 89 % sparsity at batch 64).
-_WINOGRAD_MAX_SPARSITY = 0.95
+#: Layers sparser than this do not time the dense-weight native kernels (Winograd, GEMM): they do the same
+#: work whatever the sparsity, and the direct kernel was 2-40x faster than Winograd on every such layer
+#: measured (ResNet-50 / VGG-19, batch 1 and 64; the crossover was between 83 and 89 % sparsity at batch 64).
+_DENSE_NATIVE_MAX_SPARSITY = 0.95
 
 
-def _times_winograd(layer: SparseInferenceLayer, x: Tensor) -> bool:
-    return layer.sparsity <= _WINOGRAD_MAX_SPARSITY and layer.winograd_supported(x)
+def _dense_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
+    """``"dense"`` and the dense-weight native kernels worth timing against it on ``x``."""
+    if layer.sparsity > _DENSE_NATIVE_MAX_SPARSITY:
+        return ("dense",)
+    rivals = tuple(m for m, ok in (("winograd", layer.winograd_supported(x)), ("gemm", layer.gemm_supported(x))) if ok)
+    return ("dense", *rivals)
 
 
 def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
-    dense = ("dense", "winograd") if _times_winograd(layer, x) else ("dense",)
+    dense = _dense_modes(layer, x)
     if not layer.direct_supported(x):
         return (*dense, "sparse")
     # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
@@ -222,13 +226,13 @@ def sparsify_for_inference(
         batch_sizes: batch sizes to tune for, e.g. ``(1, 64)``.
         input_size: one sample's shape (C, H, W); default ``model.pretrained_cfg["input_size"]``.
         force: ``"dense"``, ``"sparse"`` (torch CSR), ``"direct"`` (native kernel, torch CSR where it cannot
-            run) or ``"winograd"`` (3x3 stride-1 convs; dense elsewhere) to skip timing and use that kernel
-            everywhere (tests, debugging).
+            run), ``"winograd"`` (3x3 stride-1 convs; dense elsewhere) or ``"gemm"`` (1x1 stride-1 convs; dense
+            elsewhere) to skip timing and use that kernel everywhere (tests, debugging).
         fold_bn: fold BatchNorm into the preceding convs.
-        min_sparsity: layers less sparse than this are timed only against the Winograd kernel (dense weights,
-            3x3 stride-1 convs), not the sparse ones (except image stems with at most 4 input channels at
-            batch > 1, where the direct kernel can win even dense).
-        min_speedup: how much faster a sparse or Winograd kernel must be than dense to be chosen (guards
+        min_sparsity: layers less sparse than this are timed only against the dense-weight native kernels
+            (Winograd for 3x3, GEMM for 1x1 stride-1 convs), not the sparse ones (except image stems with at
+            most 4 input channels at batch > 1, where the direct kernel can win even dense).
+        min_speedup: how much faster a sparse, Winograd or GEMM kernel must be than dense to be chosen (guards
             against timing noise).
         fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel, and inside
             blocks (ResNet bottlenecks) also ``relu(conv(x) + shortcut)`` in the conv's kernel
@@ -281,8 +285,8 @@ def sparsify_for_inference(
                 return decisions[name][key]
             stem = layer.sparsity < min_sparsity and _is_stem(layer, x)
             too_dense = layer.sparsity < min_sparsity and not stem
-            if too_dense:  # too dense for the sparse kernels: dense against Winograd only
-                modes = ("dense", "winograd") if _times_winograd(layer, x) else ("dense",)
+            if too_dense:  # too dense for the sparse kernels: dense against Winograd / GEMM only
+                modes = _dense_modes(layer, x)
             else:
                 modes = tuple(m for m in _candidate_modes(layer, x) if not (stem and m == "sparse"))
             if modes == ("dense",):

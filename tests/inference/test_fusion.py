@@ -42,7 +42,7 @@ def _rel(ref: torch.Tensor, out: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max())
 
 
-@pytest.mark.parametrize("force", ["dense", "sparse", "direct", None])
+@pytest.mark.parametrize("force", ["dense", "sparse", "direct", "winograd", "gemm", None])
 @pytest.mark.parametrize("batch", [1, 16])
 def test_bottleneck_blocks_fuse_relus_and_residual_adds(force, batch):
     model = _bottleneck_resnet()
@@ -98,7 +98,7 @@ def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @needs_native
-@pytest.mark.parametrize("mode", ["dense", "sparse", "direct", "direct@8"])
+@pytest.mark.parametrize("mode", ["dense", "sparse", "direct", "direct@8", "winograd", "gemm"])
 @pytest.mark.parametrize("k, stride", [(1, 1), (3, 1), (3, 2), (1, 2)])
 @pytest.mark.parametrize("batch", [1, 16])
 def test_every_path_adds_the_residual_exactly(mode, k, stride, batch):
@@ -118,6 +118,10 @@ def test_every_path_adds_the_residual_exactly(mode, k, stride, batch):
     path = layer.paths[batch]
     if mode.startswith("direct"):
         assert path.startswith("direct 1x1" if (k, stride) == (1, 1) else f"direct {k}x{k}")
+    if mode == "gemm":
+        assert path.startswith("dense 1x1 GEMM, packed" if (k, stride) == (1, 1) else "dense")
+    if mode == "winograd":
+        assert path.startswith("winograd" if (k, stride) == (3, 1) else "dense")
 
 
 @needs_native

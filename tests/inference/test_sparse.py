@@ -34,7 +34,7 @@ from fggp_hub.pruning import prunable_parameters
 from ._helpers import randomize_batchnorm
 
 NATIVE = native_status()["available"]
-MODES_ALL = ("dense", "sparse", "direct", "winograd")
+MODES_ALL = ("dense", "sparse", "direct", "winograd", "gemm")
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
 
 TOL = 1e-4  # relative to the largest logit
@@ -268,7 +268,7 @@ def test_report_lists_each_layer_and_its_choice():
     assert len(report["layers"]) == 20
     for name, layer in report["layers"].items():
         assert set(layer["decisions"]) == {1, 4}
-        assert set(layer["decisions"].values()) <= {"dense", "sparse", "direct", "winograd"}
+        assert set(layer["decisions"].values()) <= set(MODES_ALL)
         if name == "conv1":  # first conv is not pruned: below min_sparsity, but an image stem (3 input channels)
             assert layer["sparsity"] == 0.0
             if NATIVE:
@@ -288,15 +288,16 @@ def test_report_lists_each_layer_and_its_choice():
 
 def test_dense_layers_that_are_not_stems_stay_untimed():
     """Below min_sparsity only image stems (<= 4 input channels) meet the sparse kernels; a dense 3x3
-    stride-1 conv is timed against Winograd only, and a dense 1x1 or strided conv not at all."""
+    stride-1 conv is timed against Winograd only, a dense 1x1 against the native GEMM only, and a strided
+    conv not at all."""
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, stride=2, padding=1),
     ).eval()
     fast = sparsify_for_inference(model, batch_sizes=(4,), repeats=1, input_size=(3, 8, 8))
     layers = inference_report(fast)["layers"]
-    for name in ("4", "6"):
-        assert layers[name]["decisions"] == {4: "dense"} and not layers[name]["timings_s"]
+    assert layers["6"]["decisions"] == {4: "dense"} and not layers["6"]["timings_s"]
+    assert set(layers["4"]["timings_s"].get(4, {})) == ({"dense", "gemm"} if NATIVE else set())
     assert set(layers["2"]["timings_s"].get(4, {})) == ({"dense", "winograd"} if NATIVE else set())
     assert set(layers["0"]["timings_s"].get(4, {})) == ({"dense", "winograd", "direct"} if NATIVE else set())
 

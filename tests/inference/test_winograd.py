@@ -214,8 +214,8 @@ def test_tuner_keeps_winograd_only_where_it_was_faster():
 
 
 def test_very_sparse_layers_do_not_time_winograd():
-    """Above _WINOGRAD_MAX_SPARSITY the direct kernel always won: Winograd is not even timed (tuning time)."""
-    from fggp_hub.inference.sparse import _WINOGRAD_MAX_SPARSITY
+    """Above _DENSE_NATIVE_MAX_SPARSITY the direct kernel always won: Winograd is not even timed (tuning time)."""
+    from fggp_hub.inference.sparse import _DENSE_NATIVE_MAX_SPARSITY
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1)).eval()
@@ -223,7 +223,7 @@ def test_very_sparse_layers_do_not_time_winograd():
         model[2].weight.mul_(torch.rand_like(model[2].weight) > 0.98)
     fast = sparsify_for_inference(model, batch_sizes=(8,), repeats=1, input_size=(3, 8, 8))
     lay = inference_report(fast)["layers"]["2"]
-    assert lay["sparsity"] > _WINOGRAD_MAX_SPARSITY
+    assert lay["sparsity"] > _DENSE_NATIVE_MAX_SPARSITY
     assert "winograd" not in lay["timings_s"][8] and "direct" in lay["timings_s"][8]
     # below a min_sparsity above it the layer is too dense for the sparse kernels and too sparse for
     # Winograd: kept dense without timing dense against nothing
