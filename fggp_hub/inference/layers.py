@@ -8,7 +8,9 @@ Five kernels (``MODES``):
   which never builds im2col: activations in CHWN layout (batch innermost), an output
   tile in registers, one load + one FMA per non-zero and output value. Its output is
   a CHWN tensor seen as NCHW (``permute``), so the next direct layer reads it without
-  a copy; elementwise ops (ReLU, residual adds) keep that layout.
+  a copy; elementwise ops (ReLU, residual adds) keep that layout. 1x1 stride-1 convs run
+  a variant that first copies each 64-pixel tile's input rows of a channel block into a
+  contiguous L1-sized buffer (``fggp_sparse_pointwise_f32``).
 - ``"winograd"``: 3x3 stride-1 convolutions only, dense weights: Winograd F(4x4, 3x3)
   with native input/output transforms (CHWN in and out) around one ``torch.bmm``. It
   does 4x fewer multiply-adds than a direct dense 3x3 (36 per 4 x 4 output tile, not
@@ -244,6 +246,35 @@ def _winograd_conv_chwn(layer: "SparseConv2d", x: Tensor, residual: Tensor | Non
         torch.bmm(u, v, out=m)
         lib.fggp_winograd_output_f32(m.data_ptr(), co, ho, wo, n, tw_n, th0, th1, _ptr(bias), _ptr(r4), rcs,
                                      out.data_ptr(), ocs, int(layer.relu), threads)
+    return out
+
+
+#: Input-channel blocks the tuner times for the sparse 1x1 kernel (besides one block), and its default: a
+#: block's packed rows (block x 64 floats) fill 16-64 KiB, the L1d (32 KiB) to L2 of the benchmark machine.
+_POINTWISE_BLOCKS = (64, 128, 256)
+_POINTWISE_DEFAULT_BLOCK = 128
+
+
+def _sparse_pointwise_chwn(
+    layer: "SparseConv2d", x4: Tensor, xcs: int, meta: tuple, block: int, residual: Tensor | None
+) -> Tensor:
+    """The native sparse 1x1 kernel (packed input tiles) on ``x4`` (C, H, W, N): (Co, H, W, N) CHWN, bias,
+    ``residual`` and ReLU fused. ``meta``: the direct kernel's weight form for ``block`` (one tap)."""
+    seg, _, _, ci, vals, nb = meta
+    c, h, w, n = x4.shape
+    key = ("pointwise block", block)
+    kb = layer._direct_meta.get(key)
+    if kb is None:  # the channels per block _tap_grouped used: it counts up to the last channel in use
+        n_ci = int(ci.max()) + 1 if ci.numel() else 1
+        kb = layer._direct_meta[key] = n_ci if block <= 0 else min(block, n_ci)
+    co = layer.out_channels
+    out = _empty_chwn(co, h, w, n)
+    r4, rcs = (None, 0) if residual is None else _as_chwn(residual.expand(n, co, h, w))
+    native_library().fggp_sparse_pointwise_f32(
+        seg.data_ptr(), nb, kb, ci.data_ptr(), vals.data_ptr(), co, c, x4.data_ptr(), xcs, h * w * n,
+        _ptr(_float32_bias(layer)), _ptr(r4), rcs, out.data_ptr(), out.stride(0) if co > 1 else h * w * n,
+        int(layer.relu) | (2 if out.numel() * 4 >= _STREAM_MIN_BYTES else 0), torch.get_num_threads(),
+    )
     return out
 
 
@@ -687,6 +718,8 @@ class SparseConv2d(SparseInferenceLayer):
             return [0]
         _, phases = self._direct_meta_for(0)
         n_ci = self.in_channels * len(phases)
+        if self.is_pointwise:  # the packed-tile kernel: blocks sized for L1, whatever the density
+            return [0, *(k for k in _POINTWISE_BLOCKS if k < 0.75 * n_ci)]
         density = 1.0 - self.sparsity
         taps = self.kernel_size[0] * self.kernel_size[1]
         blocks = [0]
@@ -722,17 +755,16 @@ class SparseConv2d(SparseInferenceLayer):
         if block is None:
             block = self.direct_blocks.get(b)
         if block is None:
-            block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
+            if self.is_pointwise:
+                block = _POINTWISE_DEFAULT_BLOCK if _POINTWISE_DEFAULT_BLOCK in self.block_candidates() else 0
+            else:
+                block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
         meta, phases = self._direct_meta_for(block)
         if self.is_pointwise:
-            # 1x1: a sparse x dense GEMM over channels; the (H*W*N) plane is one contiguous row, so the
-            # kernel tiles it without row boundaries (no partial tiles on small maps)
-            self.paths[b] = "direct 1x1 (sparse GEMM over channels, CHWN)"
+            # 1x1: a sparse x dense GEMM over channels, the (H*W*N) plane one row of 64-pixel tiles
+            self.paths[b] = "direct 1x1 (sparse GEMM over channels, packed tiles, CHWN)"
             x4, cs = _as_chwn(x)
-            out = _direct_conv_chwn(
-                self, x4, cs, meta, (self.out_channels, ho, wo, b), residual, kernel_hw=(1, h * w, 1, ho * wo)
-            )
-            return out.permute(3, 0, 1, 2)
+            return _sparse_pointwise_chwn(self, x4, cs, meta, block, residual).permute(3, 0, 1, 2)
         (sh, sw) = self.stride
         self.paths[b] = f"direct {self.kernel_size[0]}x{self.kernel_size[1]}" + (
             " (CHWN)" if (sh, sw) == (1, 1) else f" stride {sh}x{sw} (polyphase split, CHWN)"

@@ -66,7 +66,7 @@ def test_bottleneck_blocks_fuse_relus_and_residual_adds(force, batch):
         assert _rel(model(x), fast(x)) <= 1e-4
     paths = {p for lay in inference_report(fast)["layers"].values() for p in lay["paths"].values()}
     if force == "direct" and NATIVE:
-        assert "direct 1x1 (sparse GEMM over channels, CHWN)" in paths
+        assert "direct 1x1 (sparse GEMM over channels, packed tiles, CHWN)" in paths
         assert any(p.startswith("direct 3x3 stride 2") for p in paths)
 
 

@@ -458,7 +458,7 @@ def test_direct_kernel_cache_blocks_match_conv2d(block, stride, batch):
 @needs_native
 @pytest.mark.parametrize(
     "kernel, padding, dilation",
-    [(3, 1, 1), (5, 2, 1), (3, 2, 2), ((1, 3), (0, 1), 1), (1, 0, 1), (3, 0, 1)],
+    [(3, 1, 1), (5, 2, 1), (3, 2, 2), ((1, 3), (0, 1), 1), (3, 0, 1)],  # 1x1: the packed kernel (test_pointwise)
 )
 @pytest.mark.parametrize("batch", [16, 64])
 def test_direct_kernel_interior_tiles_match_the_per_tap_loop(kernel, padding, dilation, batch, monkeypatch):

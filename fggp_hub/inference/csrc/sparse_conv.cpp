@@ -288,7 +288,7 @@ void fggp_maxpool_nchw_f32(const float* x, int NC, int H, int W, int kh, int kw,
   }
 }
 
-int fggp_sparse_abi_version() { return 11; }
+int fggp_sparse_abi_version() { return 12; }
 
 }  // extern "C"
 
@@ -536,6 +536,7 @@ constexpr int kGemmRows = 6;            // output channels per panel
 constexpr int kGemmStrip = 16;          // pixels per micro-kernel call (2 vectors)
 constexpr int kGemmBlockPx = 128;       // pixels per task: a packed input block of <= 512 x 128 floats is 256 KiB (L2)
 constexpr int kGemmMaxDepth = 512;      // input channels per packed block
+constexpr int kGemmPackAhead = 4;       // input rows prefetched ahead while packing
 
 // C (R rows of out, 16 pixels) = [C +] A (kc x 6, packed) . B (kc x 16, packed strip), then on the last input
 // block bias, residual and ReLU (flags bit 0), with non-temporal stores if flags bit 1 (the output does not stay
@@ -601,6 +602,11 @@ static void gemm_pack(const float* x, int64_t xcs, int k0, int kc, int64_t p0, i
   const int strips = (int)((p1 - p0 + kGemmStrip - 1) / kGemmStrip);
   for (int k = 0; k < kc; ++k) {
     const float* row = x + (int64_t)(k0 + k) * xcs + p0;
+    if (k + kGemmPackAhead < kc && p1 - p0 == kGemmBlockPx) {  // rows a plane apart: no hardware prefetch
+      for (int l = 0; l < kGemmBlockPx; l += 16) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + kGemmPackAhead * xcs + l), _MM_HINT_T0);
+      }
+    }
     for (int s = 0; s < strips; ++s) {
       float* d = buf + ((int64_t)s * kc + k) * kGemmStrip;
       const int n = (int)std::min<int64_t>(kGemmStrip, p1 - p0 - (int64_t)s * kGemmStrip);
@@ -660,6 +666,125 @@ void fggp_dense_pointwise_f32(const float* wp, int Co, int Ci, const float* x, i
       }
       if (flags & 2) _mm_sfence();  // this task's streaming stores are visible before the next layer reads them
     }
+    _mm_free(buf);
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+// ---------------------------------------------------------------- sparse 1x1, packed input tiles
+// The direct kernel reads each non-zero's input row straight from the activation, whose channels are a
+// plane (~256 KiB at batch 64) apart: every row of a tile sits on its own page and the rows of a cache
+// block are spread over L2. Here each 64-pixel tile's rows of one block of input channels are first copied
+// into a contiguous buffer (block x 64 floats, L1-sized for blocks of 64-128 channels); every output
+// channel's non-zeros of the block then read that buffer. The copy costs 8 loads and stores per row, paid
+// back when the row feeds several output channels (Co x density of them). On ResNet-50's 1x1 shapes at
+// batch 64 (53-99.6 % sparse) this ran 1.2-1.6x faster than the direct kernel's best block setting.
+
+constexpr int kPwTile = 64;  // pixels per tile (8 accumulators)
+// Software prefetch distances: the rows a tile reads are a channel plane apart, hundreds of interleaved
+// streams that the hardware prefetchers do not follow; without these, the residual add alone cost 40 % of
+// a 64 -> 256-channel layer at 32 x 32, batch 64 (each of its loads a miss to memory).
+constexpr int kPwPackAhead = 8;  // input rows ahead while packing
+constexpr int kPwResAhead = 2;   // output channels ahead for the residual
+
+static inline void prefetch_tile(const float* p) {
+  for (int l = 0; l < kPwTile; l += 16) _mm_prefetch(reinterpret_cast<const char*>(p + l), _MM_HINT_T0);
+}
+
+template <bool kMasked>
+static void pointwise_tile(const int32_t* seg, int NB, int KB, const int32_t* ci, const float* val, int co0, int co1,
+                           int Co, int Ci, const float* x, int64_t xcs, int64_t p0, int n, const float* bias,
+                           const float* res, int64_t rcs, float* out, int64_t ocs, int flags, float* buf) {
+  __m256i m[8];
+  for (int v = 0; v < 8; ++v) m[v] = lane_mask(0, n - 8 * v);
+  for (int b = 0; b < NB; ++b) {
+    const int k0 = b * KB, k1 = std::min(Ci, k0 + KB);
+    for (int k = k0; k < k1; ++k) {  // pack rows k0..k1 of the tile (zeros past the last pixel)
+      const float* src = x + (int64_t)k * xcs + p0;
+      if (!kMasked && k + kPwPackAhead < k1) prefetch_tile(src + kPwPackAhead * xcs);
+      float* dst = buf + (int64_t)(k - k0) * kPwTile;
+#pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) _mm256_store_ps(dst + 8 * v, load8<kMasked>(src + 8 * v, m[v]));
+    }
+    const float* base = buf - (int64_t)k0 * kPwTile;  // base + ci * 64: row ci of the packed block
+    const bool first = b == 0, last = b == NB - 1;
+    const int32_t* sg = seg + (int64_t)b * Co;
+    for (int co = co0; co < co1; ++co) {
+      float* o = out + (int64_t)co * ocs + p0;
+      if (!kMasked && last && res && co + kPwResAhead < co1) prefetch_tile(res + (int64_t)(co + kPwResAhead) * rcs + p0);
+      __m256 acc[8];
+      if (first) {
+        const __m256 bb = _mm256_set1_ps(bias ? bias[co] : 0.0f);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) acc[v] = bb;
+      } else {
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) acc[v] = load8<kMasked>(o + 8 * v, m[v]);
+      }
+      const int j1 = sg[co + 1];
+      for (int j = sg[co]; j < j1; ++j) {
+        const float* p = base + (int64_t)ci[j] * kPwTile;
+        const __m256 w = _mm256_broadcast_ss(val + j);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_load_ps(p + 8 * v), acc[v]);
+      }
+      if (last) {
+        if (res) {
+          const float* r = res + (int64_t)co * rcs + p0;
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm256_add_ps(acc[v], load8<kMasked>(r + 8 * v, m[v]));
+        }
+        if (flags & 1) {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm256_max_ps(acc[v], _mm256_setzero_ps());
+        }
+        if (!kMasked && (flags & 2) && (reinterpret_cast<uintptr_t>(o) & 31) == 0) {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) _mm256_stream_ps(o + 8 * v, acc[v]);
+          continue;
+        }
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < 8; ++v) store8<kMasked>(o + 8 * v, m[v], acc[v]);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// out (Co, P) = relu?(W @ x (Ci, P) + bias + res) for a sparse W in the direct kernel's form with one tap:
+// the non-zeros of input-channel block b (channels b*KB .. b*KB+KB-1) and output channel co are
+// seg[b*Co + co] .. seg[b*Co + co + 1], with their input channels ci and values val. Channel strides xcs,
+// ocs, rcs (floats); bias, res may be null; flags: bit 0 ReLU, bit 1 non-temporal stores of the output.
+void fggp_sparse_pointwise_f32(const int32_t* seg, int NB, int KB, const int32_t* ci, const float* val, int Co,
+                               int Ci, const float* x, int64_t xcs, int64_t P, const float* bias, const float* res,
+                               int64_t rcs, float* out, int64_t ocs, int flags, int nthreads) {
+  if (Co <= 0 || P <= 0) return;
+  const int64_t tiles = (P + kPwTile - 1) / kPwTile;
+  // Few tiles (batch 1, small maps): split the output channels as well so that every core works.
+  const int64_t split = tiles >= 4 * nthreads ? 1 : std::min<int64_t>(std::max(1, Co / 8), (4 * nthreads + tiles - 1) / tiles);
+  const int chunk = (int)((Co + split - 1) / split);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    float* buf = static_cast<float*>(_mm_malloc(sizeof(float) * std::max(1, std::min(KB, Ci)) * kPwTile, 64));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles * split; ++t) {
+      const int64_t p0 = (t / split) * kPwTile;
+      const int n = (int)std::min<int64_t>(kPwTile, P - p0);
+      const int co0 = (int)(t % split) * chunk, co1 = std::min(Co, co0 + chunk);
+      if (co0 >= co1) continue;
+      if (n == kPwTile) {
+        pointwise_tile<false>(seg, NB, KB, ci, val, co0, co1, Co, Ci, x, xcs, p0, n, bias, res, rcs, out, ocs, flags, buf);
+      } else {
+        pointwise_tile<true>(seg, NB, KB, ci, val, co0, co1, Co, Ci, x, xcs, p0, n, bias, res, rcs, out, ocs, flags, buf);
+      }
+    }
+    if (flags & 2) _mm_sfence();  // this thread's streaming stores are visible before the next layer reads them
     _mm_free(buf);
   }
 }
