@@ -626,6 +626,12 @@ class SparseConv2d(SparseInferenceLayer):
         return cache[1]
 
     @property
+    def _packed_pointwise(self) -> bool:
+        """A 1x1 unpadded conv, any stride: the direct path runs the packed-tile 1x1 kernel (after the
+        polyphase split when strided)."""
+        return self.kernel_size == (1, 1) and self.padding == (0, 0)
+
+    @property
     def is_pointwise(self) -> bool:
         """A 1x1, stride-1, unpadded convolution: a plain GEMM over channels."""
         return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
@@ -718,7 +724,7 @@ class SparseConv2d(SparseInferenceLayer):
             return [0]
         _, phases = self._direct_meta_for(0)
         n_ci = self.in_channels * len(phases)
-        if self.is_pointwise:  # the packed-tile kernel: blocks sized for L1, whatever the density
+        if self._packed_pointwise:  # the packed-tile kernel: blocks sized for L1, whatever the density
             return [0, *(k for k in _POINTWISE_BLOCKS if k < 0.75 * n_ci)]
         density = 1.0 - self.sparsity
         taps = self.kernel_size[0] * self.kernel_size[1]
@@ -755,7 +761,7 @@ class SparseConv2d(SparseInferenceLayer):
         if block is None:
             block = self.direct_blocks.get(b)
         if block is None:
-            if self.is_pointwise:
+            if self._packed_pointwise:
                 block = _POINTWISE_DEFAULT_BLOCK if _POINTWISE_DEFAULT_BLOCK in self.block_candidates() else 0
             else:
                 block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
@@ -767,7 +773,8 @@ class SparseConv2d(SparseInferenceLayer):
             return _sparse_pointwise_chwn(self, x4, cs, meta, block, residual).permute(3, 0, 1, 2)
         (sh, sw) = self.stride
         self.paths[b] = f"direct {self.kernel_size[0]}x{self.kernel_size[1]}" + (
-            " (CHWN)" if (sh, sw) == (1, 1) else f" stride {sh}x{sw} (polyphase split, CHWN)"
+            " (CHWN)" if (sh, sw) == (1, 1)
+            else f" stride {sh}x{sw} (polyphase split, {'packed tiles, ' if self._packed_pointwise else ''}CHWN)"
         )
         if (sh, sw) == (1, 1):
             xc, cs = _as_chwn(x)  # CHWN: a view when x came from a direct layer, else one copy
@@ -795,6 +802,8 @@ class SparseConv2d(SparseInferenceLayer):
             xcv = xc.unflatten(0, (c, len(phases)))
             for i, p in enumerate(phases):
                 xcv[:, i].copy_(xs[:, :, p // sw, :, p % sw])
+        if self._packed_pointwise:  # a strided 1x1: its one phase image is the input of a plain 1x1
+            return _sparse_pointwise_chwn(self, xc, cs, meta, block, residual).permute(3, 0, 1, 2)
         out = _direct_conv_chwn(self, xc, cs, meta, (self.out_channels, ho, wo, b), residual)
         return out.permute(3, 0, 1, 2)
 

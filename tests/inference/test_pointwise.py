@@ -116,3 +116,24 @@ def test_block_candidates_of_1x1_layers():
     assert layer.block_candidates(batch=64) == [0, 64, 128, 256]
     _, layer = _layer(64, 8, 0.5, seed=4)
     assert layer.block_candidates(batch=64) == [0]
+
+
+@pytest.mark.parametrize("stride", [2, (2, 1), 3])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_strided_1x1_runs_the_packed_kernel_on_its_phase_image(stride, batch):
+    """A ResNet shortcut (1x1, stride 2): the polyphase split keeps phase 0, a plain 1x1 input."""
+    torch.manual_seed(batch)
+    conv = nn.Conv2d(70, 33, 1, stride=stride).eval()
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.8)
+        conv.bias.normal_()
+    layer = SparseConv2d(conv)
+    layer.relu = True
+    x = torch.randn(batch, 70, 9, 11)  # odd sizes: the last row/column of phase 0 exists, of phase 1 not
+    with torch.inference_mode():
+        y = conv(x)
+        residual = torch.randn_like(y)
+        for block in (0, 16, 64):
+            _assert_close(layer.run(x, f"direct@{block}", residual), torch.relu(y + residual))
+    assert layer.paths[batch].startswith("direct 1x1 stride") and "packed tiles" in layer.paths[batch]
+    assert layer.block_candidates(batch=batch) == [0]  # 70 channels: 64 is not below 3/4 of them
