@@ -10,12 +10,13 @@ on first use (see :mod:`fggp_hub.inference.native`), and without it the torch ke
 """
 from .errors import SparseInferenceError, SparsifyArgumentError, TrainingModeError
 from .fold import conv_bn_pairs, conv_relu_pairs, fold_batchnorms
-from .layers import MODES, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
+from .layers import MODES, ChwnGlobalAvgPool2d, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
 from .native import native_status
 from .sparse import format_inference_report, inference_report, sparsify_for_inference
 
 __all__ = [
     "MODES",
+    "ChwnGlobalAvgPool2d",
     "ChwnMaxPool2d",
     "SparseConv2d",
     "SparseInferenceError",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .layers import ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer
+from .layers import ChwnGlobalAvgPool2d, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer
 
 __all__ = ["fuse_residual_blocks"]
 
@@ -39,7 +39,7 @@ class _Tracer(fx.Tracer):
     """Our layers and pools are leaves (their forward has data-dependent checks)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (SparseInferenceLayer, ChwnMaxPool2d)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (SparseInferenceLayer, ChwnMaxPool2d, ChwnGlobalAvgPool2d)) or super().is_leaf_module(m, qualname)
 
 
 def _module(gm_modules: dict[str, nn.Module], node: fx.Node) -> nn.Module | None:
@@ -142,7 +142,7 @@ def fuse_residual_blocks(model: nn.Module) -> list[dict[str, Any]]:
             module = model.get_submodule(name)
         except AttributeError:  # inside a block already replaced
             continue
-        if isinstance(module, (*_CONTAINERS, SparseInferenceLayer, ChwnMaxPool2d, fx.GraphModule)):
+        if isinstance(module, (*_CONTAINERS, SparseInferenceLayer, ChwnMaxPool2d, ChwnGlobalAvgPool2d, fx.GraphModule)):
             continue
         if not any(isinstance(m, SparseConv2d) for m in module.modules()):
             continue

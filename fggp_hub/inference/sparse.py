@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .errors import SparseInferenceError, SparsifyArgumentError, TrainingModeError
 from .fold import conv_relu_pairs, fold_batchnorms
 from .fuse import fuse_residual_blocks
-from .layers import MODES, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
+from .layers import MODES, ChwnGlobalAvgPool2d, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
 from .native import keep_freed_memory, native_status
 
 __all__ = ["sparsify_for_inference", "inference_report", "format_inference_report"]
@@ -188,11 +188,14 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _replace_pools(model: nn.Module) -> list[str]:
-    """Swap plain max-pools for a twin that keeps the direct kernel's CHWN layout (no copy in and out)."""
+    """Swap plain max-pools and global average pools for twins that read the direct kernel's CHWN layout as it lies."""
     names = []
     for name, module in list(model.named_modules()):
         if ChwnMaxPool2d.supports(module):
             _set_submodule(model, name, ChwnMaxPool2d(module))
+            names.append(name)
+        elif ChwnGlobalAvgPool2d.supports(module):
+            _set_submodule(model, name, ChwnGlobalAvgPool2d())
             names.append(name)
     return names
 

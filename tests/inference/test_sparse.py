@@ -16,6 +16,7 @@ from torch import nn
 
 import fggp_hub
 from fggp_hub.inference import (
+    ChwnGlobalAvgPool2d,
     ChwnMaxPool2d,
     SparseConv2d,
     SparseInferenceLayer,
@@ -374,7 +375,8 @@ def test_direct_kernel_chains_in_chwn_layout_with_fused_relu_and_pools(batch):
     report = inference_report(fast)
     assert len(report["fused_relus"]) == 6 and report["layout_pools"]  # every conv's ReLU, the max-pools
     assert all(isinstance(fast.get_submodule(r), nn.Identity) for _, r in report["fused_relus"])
-    assert all(isinstance(fast.get_submodule(p), ChwnMaxPool2d) for p in report["layout_pools"])
+    assert all(isinstance(fast.get_submodule(p), (ChwnMaxPool2d, ChwnGlobalAvgPool2d)) for p in report["layout_pools"])
+    assert any(isinstance(fast.get_submodule(p), ChwnMaxPool2d) for p in report["layout_pools"])
     seen = []
     # CHWN with dense (H, W, N) planes; the channel stride may be padded (cache sets), so not "contiguous"
     handles = [m.register_forward_pre_hook(lambda mod, a: seen.append(layers_module._is_chwn(a[0])))
@@ -413,6 +415,34 @@ def test_max_pool_matches_torch_in_every_layout(kernel, stride, layout):
     elif layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(pool(x), F.max_pool2d(x, kernel, stride))
+
+
+@pytest.mark.parametrize("shape", [(6, 10, 13, 12), (64, 33, 4, 4), (1, 5, 3, 3), (2, 1, 32, 32)])
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "channels_last"])
+def test_global_avg_pool_matches_torch_in_every_layout(shape, layout):
+    """The CHWN global pool (a mean over each padded channel plane) equals F.adaptive_avg_pool2d(x, 1)."""
+    pool = ChwnGlobalAvgPool2d()
+    x = torch.randn(*shape)
+    ref = F.adaptive_avg_pool2d(x, 1)
+    if layout == "chwn":
+        x = layers_module._as_chwn(x)[0].permute(3, 0, 1, 2)
+    elif layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(pool(x), ref, rtol=1e-6, atol=1e-6)
+    assert pool(x).shape == (shape[0], shape[1], 1, 1)
+    assert ChwnGlobalAvgPool2d.supports(nn.AdaptiveAvgPool2d(1)) and ChwnGlobalAvgPool2d.supports(nn.AdaptiveAvgPool2d((1, 1)))
+    assert not ChwnGlobalAvgPool2d.supports(nn.AdaptiveAvgPool2d(2)) and not ChwnGlobalAvgPool2d.supports(nn.AvgPool2d(2))
+
+
+def test_resnet_global_pool_is_replaced_and_logits_match():
+    model = _pruned("fggp_resnet20_cifar", 0.9, "global")
+    fast = sparsify_for_inference(model, force="direct" if NATIVE else "sparse")
+    pools = inference_report(fast)["layout_pools"]
+    assert any(isinstance(fast.get_submodule(p), ChwnGlobalAvgPool2d) for p in pools)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.inference_mode():
+        ref = model(x)
+        assert (fast(x) - ref).abs().max() <= TOL * ref.abs().max()
 
 
 @needs_native
