@@ -235,8 +235,8 @@ def sparsify_for_inference(
         min_sparsity: layers less sparse than this are timed only against the dense-weight native kernels
             (Winograd for 3x3, GEMM for 1x1 stride-1 convs), not the sparse ones (except image stems with at
             most 4 input channels at batch > 1, where the direct kernel can win even dense). The packed 1x1
-            kernel beat the native GEMM on a 39 %-sparse 256 -> 64 layer at 32 x 32, batch 64 (14.9 vs 19.6
-            ms on the 2-core benchmark machine), hence a low default.
+            kernel tied or beat the native GEMM on ResNet-50's 39 %-sparse 256 -> 64 layers at 32 x 32,
+            batch 64 (18.7-18.8 vs 19.0-19.6 ms on the 2-core benchmark machine), hence a low default.
         min_speedup: how much faster a sparse, Winograd or GEMM kernel must be than dense to be chosen (guards
             against timing noise).
         fuse_relu: run a ReLU that only follows a conv/linear inside that layer's kernel, and inside
