@@ -471,6 +471,7 @@ class SparseInferenceLayer(nn.Module):
         (no library, not float32): see :meth:`direct_supported`; ``"winograd"`` and ``"gemm"`` run
         the dense kernel where they cannot (not a 3x3 / 1x1 stride-1 conv, no library, not float32).
         """
+        self._check_input(x)  # the native kernels trust the shapes: a wrong channel count would read past buffers
         if mode == "gemm":
             if self.gemm_supported(x) and (residual is None or self._kernel_adds_residual(residual)):
                 self.paths[x.shape[0]] = "dense 1x1 GEMM, packed weights (native, CHWN)"
@@ -497,6 +498,9 @@ class SparseInferenceLayer(nn.Module):
         if residual is not None:
             out = out.add_(residual) if out.shape == residual.shape else out + residual
         return F.relu(out, inplace=True) if self.relu else out
+
+    def _check_input(self, x: Tensor) -> None:
+        """Raise a one-line ValueError when ``x`` does not have the layer's input shape."""
 
     def direct_supported(self, x: Tensor | None = None) -> bool:
         """Whether the native direct kernel can run this layer (on ``x``): library built, float32, CPU."""
@@ -582,6 +586,13 @@ class SparseConv2d(SparseInferenceLayer):
 
     def _kernel_adds_residual(self, residual: Tensor) -> bool:
         return residual.dtype == torch.float32 and residual.device.type == "cpu" and residual.dim() == 4
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"SparseConv2d expects a 4-D (N, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}: "
+                "pass the activation the original conv took"
+            )
 
     def winograd_supported(self, x: Tensor | None = None) -> bool:
         if self.kernel_size != (3, 3) or self.stride != (1, 1) or self.dilation != (1, 1):
@@ -818,6 +829,13 @@ class SparseLinear(SparseInferenceLayer):
         super().__init__(linear.weight, linear.bias)
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"SparseLinear expects an input whose last dimension is {self.in_features}, got shape "
+                f"{tuple(x.shape)}: pass the activation the original linear took"
+            )
 
     @staticmethod
     def unsupported_reason(linear: nn.Module) -> str | None:

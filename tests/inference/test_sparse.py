@@ -610,3 +610,25 @@ def test_native_build_is_cached_and_can_be_disabled(tmp_path, monkeypatch):
     assert native.native_library() is not None
     built = list(tmp_path.glob("libfggp_sparse_*.so"))
     assert len(built) == 1 and native.native_status()["library"] == str(built[0])
+
+
+@pytest.mark.parametrize("mode", MODES_ALL)
+def test_every_mode_refuses_an_input_with_the_wrong_channel_count(mode):
+    """The native kernels trust the shapes (a 16-channel layer read a 12- or 20-channel input past its
+    buffers): every mode raises one clear error instead, as F.conv2d / F.linear would."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 8, 1).eval()
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.5)
+    layer = SparseConv2d(conv)
+    with torch.inference_mode():
+        for shape in [(4, 12, 5, 5), (4, 20, 5, 5), (12, 5, 5)]:
+            with pytest.raises(ValueError, match=r"expects a 4-D \(N, 16, H, W\) input"):
+                layer.run(torch.randn(*shape), mode)
+        assert layer.run(torch.randn(4, 16, 5, 5), mode).shape == (4, 8, 5, 5)
+    linear = SparseLinear(nn.Linear(10, 3).eval())
+    with torch.inference_mode():
+        for shape in [(4, 20), (2, 5)]:
+            with pytest.raises(ValueError, match="last dimension is 10"):
+                linear.run(torch.randn(*shape), mode)
+        assert linear.run(torch.randn(4, 10), mode).shape == (4, 3)
