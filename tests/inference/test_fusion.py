@@ -13,9 +13,8 @@ from torch import fx, nn
 from fggp_hub.inference import SparseConv2d, inference_report, native_status, sparsify_for_inference
 from fggp_hub.inference import layers as layers_module
 from fggp_hub.models.resnet_cifar import CifarResNet
-from fggp_hub.pruning import prunable_parameters
 
-from ._helpers import randomize_batchnorm
+from ._helpers import bottleneck_resnet
 
 NATIVE = native_status()["available"]
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernel unavailable: {native_status()['reason']}")
@@ -26,16 +25,6 @@ def _short_timing(monkeypatch):
     monkeypatch.setattr("fggp_hub.inference.sparse._MIN_TIME_S", 0.0)
 
 
-@torch.no_grad()
-def _bottleneck_resnet(sparsity: float = 0.8, seed: int = 0) -> nn.Module:
-    """A narrow bottleneck ResNet (identity and projection shortcuts, a strided block), pruned at random."""
-    torch.manual_seed(seed)
-    model = randomize_batchnorm(
-        CifarResNet(block="bottleneck", layers=(2, 2), widths=(8, 16), stem_width=16, num_classes=10)
-    )
-    for p in prunable_parameters(model).values():
-        p.mul_(torch.rand_like(p) >= sparsity)
-    return model.eval()
 
 
 def _rel(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -45,7 +34,7 @@ def _rel(ref: torch.Tensor, out: torch.Tensor) -> float:
 @pytest.mark.parametrize("force", ["dense", "sparse", "direct", "winograd", "gemm", None])
 @pytest.mark.parametrize("batch", [1, 16])
 def test_bottleneck_blocks_fuse_relus_and_residual_adds(force, batch):
-    model = _bottleneck_resnet()
+    model = bottleneck_resnet(0.8)
     fast = sparsify_for_inference(
         model, force=force, batch_sizes=(1, 16), repeats=1, min_speedup=1.0, input_size=(3, 32, 32)
     )
@@ -71,7 +60,7 @@ def test_bottleneck_blocks_fuse_relus_and_residual_adds(force, batch):
 
 
 def test_fusion_can_be_turned_off_and_leaves_untraceable_blocks():
-    model = _bottleneck_resnet()
+    model = bottleneck_resnet(0.8)
     fast = sparsify_for_inference(model, force="dense", fuse_relu=False)
     assert inference_report(fast)["block_fusions"] == []
     assert not any(isinstance(m, fx.GraphModule) for m in fast.modules())
@@ -150,7 +139,7 @@ def test_padded_channel_stride_spreads_large_planes_over_cache_sets():
 
 
 def test_report_says_which_path_each_layer_takes_and_the_malloc_setting():
-    model = _bottleneck_resnet()
+    model = bottleneck_resnet(0.8)
     fast = sparsify_for_inference(model, force="direct" if NATIVE else "sparse")
     with torch.inference_mode():
         fast(torch.randn(4, 3, 32, 32))

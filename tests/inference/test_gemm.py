@@ -17,10 +17,8 @@ from torch import fx, nn
 from fggp_hub.inference import SparseConv2d, inference_report, native_status, sparsify_for_inference
 from fggp_hub.inference import layers as layers_module
 from fggp_hub.inference import sparse as sparse_module
-from fggp_hub.models.resnet_cifar import CifarResNet
-from fggp_hub.pruning import prunable_parameters
 
-from ._helpers import randomize_batchnorm
+from ._helpers import assert_close_rel, bottleneck_resnet
 
 NATIVE = native_status()["available"]
 pytestmark = pytest.mark.skipif(not NATIVE, reason=f"native kernels unavailable: {native_status()['reason']}")
@@ -30,9 +28,7 @@ PATH = "dense 1x1 GEMM, packed weights (native, CHWN)"
 
 
 def _assert_close(out: torch.Tensor, ref: torch.Tensor) -> None:
-    assert out.shape == ref.shape
-    err = (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
-    assert err <= REL, f"max error {err:.2e} of the largest output"
+    assert_close_rel(out, ref, REL)
 
 
 def _layer(c_in: int, c_out: int, relu: bool, seed: int, bias: bool = True) -> tuple[nn.Conv2d, SparseConv2d]:
@@ -169,20 +165,11 @@ def test_gemm_weight_is_rebuilt_when_the_weight_tensor_changes():
     assert layer._gemm_cache[1] is not first
 
 
-@torch.no_grad()
-def _bottleneck_resnet(sparsity: float = 0.4, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = randomize_batchnorm(
-        CifarResNet(block="bottleneck", layers=(2, 2), widths=(8, 16), stem_width=16, num_classes=10)
-    )
-    for p in prunable_parameters(model).values():
-        p.mul_(torch.rand_like(p) >= sparsity)
-    return model.eval()
 
 
 def test_forced_gemm_resnet_matches_and_survives_deepcopy():
     """Bottleneck blocks (BN folded, ReLUs and residual adds fused) with every 1x1 conv on the GEMM."""
-    model = _bottleneck_resnet()
+    model = bottleneck_resnet(0.4)
     fast = sparsify_for_inference(model, force="gemm", input_size=(3, 16, 16))
     assert isinstance(fast.get_submodule("layer1.0"), fx.GraphModule)
     with torch.inference_mode():

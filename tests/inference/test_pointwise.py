@@ -15,6 +15,8 @@ from torch import nn
 from fggp_hub.inference import SparseConv2d, native_status
 from fggp_hub.inference import layers as layers_module
 
+from ._helpers import assert_close_rel
+
 NATIVE = native_status()["available"]
 pytestmark = pytest.mark.skipif(not NATIVE, reason=f"native kernels unavailable: {native_status()['reason']}")
 
@@ -23,9 +25,7 @@ PATH = "direct 1x1 (sparse GEMM over channels, packed tiles, CHWN)"
 
 
 def _assert_close(out: torch.Tensor, ref: torch.Tensor) -> None:
-    assert out.shape == ref.shape
-    err = (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
-    assert err <= REL, f"max error {err:.2e} of the largest output"
+    assert_close_rel(out, ref, REL)
 
 
 def _layer(c_in: int, c_out: int, sparsity: float, seed: int, bias: bool = True) -> tuple[nn.Conv2d, SparseConv2d]:

@@ -15,7 +15,7 @@ from torch import nn
 from fggp_hub.inference import SparseConv2d, inference_report, native_status, sparsify_for_inference
 from fggp_hub.inference import layers as layers_module
 
-from ._helpers import randomize_batchnorm
+from ._helpers import assert_close_rel, randomize_batchnorm
 
 NATIVE = native_status()["available"]
 pytestmark = pytest.mark.skipif(not NATIVE, reason=f"native kernels unavailable: {native_status()['reason']}")
@@ -24,9 +24,7 @@ REL = 2e-5
 
 
 def _assert_close(out: torch.Tensor, ref: torch.Tensor) -> None:
-    assert out.shape == ref.shape
-    err = (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
-    assert err <= REL, f"max error {err:.2e} of the largest output"
+    assert_close_rel(out, ref, REL)
 
 
 def _layer(c_in: int, c_out: int, padding: int, relu: bool, seed: int, bias: bool = True) -> tuple[nn.Conv2d, SparseConv2d]:
