@@ -10,7 +10,10 @@ Five kernels (``MODES``):
   a CHWN tensor seen as NCHW (``permute``), so the next direct layer reads it without
   a copy; elementwise ops (ReLU, residual adds) keep that layout. 1x1 stride-1 convs run
   a variant that first copies each 64-pixel tile's input rows of a channel block into a
-  contiguous L1-sized buffer (``fggp_sparse_pointwise_f32``).
+  contiguous L1-sized buffer (``fggp_sparse_pointwise_f32``); other convs may run the
+  packed-tile variant (``"direct@K:G"``, ``fggp_sparse_conv_packed_f32``), which copies a
+  group of G tiles' input rows with their halo, zero borders and strided columns gathered,
+  into a buffer first. The tuner times each setting.
 - ``"winograd"``: 3x3 stride-1 convolutions only, dense weights: Winograd F(4x4, 3x3)
   with native input/output transforms (CHWN in and out) around one ``torch.bmm``. It
   does 4x fewer multiply-adds than a direct dense 3x3 (36 per 4 x 4 output tile, not
@@ -69,6 +72,32 @@ def _ci_block_for(density: float, taps: int, n_ci: int, target_nnz: int) -> int:
         return 0
     block = -(-int(math.ceil(target_nnz / (density * taps))) // 4) * 4
     return block if block < 0.75 * n_ci else 0
+
+
+#: A direct-kernel setting: ``K`` runs the per-tap kernel with K input channels per cache block (0: one
+#: block); ``(K, G)`` runs the packed-tile kernel with K input channels per block and G tiles per packed group.
+DirectSetting = int | tuple[int, int]
+
+
+def parse_direct_setting(text: str) -> DirectSetting:
+    """The setting of a ``"direct@..."`` mode: ``"K"`` -> K, ``"K:G"`` -> (K, G)."""
+    block, sep, group = text.partition(":")
+    return (int(block), int(group)) if sep else int(block)
+
+
+def format_direct_setting(setting: DirectSetting) -> str:
+    """Inverse of :func:`parse_direct_setting`."""
+    return f"{setting[0]}:{setting[1]}" if isinstance(setting, tuple) else str(setting)
+
+
+#: Packed-tile kernel settings the tuner times, (input channels per block, tiles per group): the best of a
+#: grid (blocks 8-128, groups 1-8) on ResNet-50's 3x3 layers at batch 64 (64 and 128 channels, 88 / 97 % sparse).
+_PACKED_CANDIDATES = ((32, 4), (32, 8), (64, 8))
+#: ... at batch sizes from this one: at batch 1 the per-tap kernel was faster on every such layer (a tile then
+#: spans a row of pixels, and the packing moves as much as the multiply-adds).
+_PACKED_MIN_BATCH = 8
+#: Largest packing buffer (bytes) a candidate may need: half the L2 of the benchmark machine's cores.
+_PACKED_MAX_BUFFER_BYTES = 512 * 1024
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -299,6 +328,12 @@ def _pointwise_gemm_chwn(layer: "SparseConv2d", x: Tensor, residual: Tensor | No
     return out
 
 
+def _packed_row_floats(group: int, shift_span: int, batch: int) -> int:
+    """Floats per buffer row of the packed-tile kernel: ``group`` tiles of 64 plus the column shifts' halo, rounded
+    up to 8 (the native kernel computes the same)."""
+    return (group * 64 + shift_span * batch + 7) // 8 * 8
+
+
 #: Outputs at least this large are written with non-temporal stores (they do not stay in L2/L3 anyway).
 _STREAM_MIN_BYTES = 24 * 2**20
 
@@ -383,7 +418,7 @@ class SparseInferenceLayer(nn.Module):
         self.nnz = int(csr.values().numel())
         self.sparsity = 1.0 - self.nnz / max(weight.numel(), 1)
         self.decisions: dict[int, str] = {}  # batch size -> mode
-        self.direct_blocks: dict[int, int] = {}  # batch size -> input channels per cache block of the direct kernel
+        self.direct_blocks: dict[int, DirectSetting] = {}  # batch size -> the direct kernel's setting
         self.timings: dict[int, dict[str, float]] = {}  # batch size -> {mode: seconds}
         self.default_mode = "dense"
         self._csr_cache: tuple[Tensor, Tensor] | None = None
@@ -482,9 +517,9 @@ class SparseInferenceLayer(nn.Module):
                 self.paths[x.shape[0]] = "winograd F(4x4,3x3) (dense weights, CHWN)"
                 return _winograd_conv_chwn(self, x, residual).permute(3, 0, 1, 2)  # residual, ReLU applied
             mode = "dense"
-        if mode.startswith("direct"):  # "direct", or "direct@K": K input channels per cache block (tuning)
+        if mode.startswith("direct"):  # "direct", or "direct@K" / "direct@K:G": one setting (tuning)
             if self.direct_supported(x) and (residual is None or self._kernel_adds_residual(residual)):
-                block = int(mode[7:]) if mode.startswith("direct@") else None
+                block = parse_direct_setting(mode[7:]) if mode.startswith("direct@") else None
                 # applies the residual and the ReLU itself
                 return self._direct(x, residual=residual) if block is None else self._direct(x, block, residual)
             mode = "sparse"
@@ -518,15 +553,15 @@ class SparseInferenceLayer(nn.Module):
         """Whether the native dense GEMM can run this layer (on ``x``): 1x1 stride-1 convs, float32, CPU, library."""
         return False
 
-    def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
+    def _direct(self, x: Tensor, block: DirectSetting | None = None, residual: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def _kernel_adds_residual(self, residual: Tensor) -> bool:
         """Whether the native kernel can add this residual (else the torch CSR kernel runs, adding it after)."""
         return False
 
-    def block_candidates(self, *targets: int, batch: int | None = None) -> list[int]:
-        """Cache-block settings of the direct kernel worth timing (convs only; 0 = no blocking)."""
+    def block_candidates(self, *targets: int, batch: int | None = None) -> list[DirectSetting]:
+        """Settings of the direct kernel worth timing (convs only; 0 = no blocking)."""
         return [0]
 
     def _dense(self, x: Tensor) -> Tensor:
@@ -569,7 +604,7 @@ class SparseConv2d(SparseInferenceLayer):
         self.stride = tuple(conv.stride)
         self.padding = (0, 0) if conv.padding == "valid" else tuple(conv.padding)
         self.dilation = tuple(conv.dilation)
-        self.direct_ci_block: int | None = None  # input channels per cache block of the direct kernel (None: auto, 0: all)
+        self.direct_ci_block: DirectSetting | None = None  # the direct kernel's setting (None: auto, 0: one block)
 
     @staticmethod
     def unsupported_reason(conv: nn.Module) -> str | None:
@@ -724,22 +759,24 @@ class SparseConv2d(SparseInferenceLayer):
         self._direct_meta[("conv", block)] = cached = (meta, phases)
         return cached
 
-    def block_candidates(self, *targets: int, batch: int | None = None) -> list[int]:
-        """Input-channel cache blocks worth timing for the direct kernel (0 = one block; always first).
+    def block_candidates(self, *targets: int, batch: int | None = None) -> list[DirectSetting]:
+        """Settings of the direct kernel worth timing (0 = the per-tap kernel with one block; always first).
 
         ``targets``: non-zeros per output channel and block (default :data:`_BLOCK_NNZ_CANDIDATES`).
         With ``batch``, also the block whose input rows for one output tile fill about
-        :data:`_L1_BLOCK_BYTES` of L1 (the kernel's flat loop makes small blocks pay on large maps).
+        :data:`_L1_BLOCK_BYTES` of L1 (the kernel's flat loop makes small blocks pay on large maps),
+        and the packed-tile kernel's settings (:data:`_PACKED_CANDIDATES`) for all but stride-1 1x1 layers.
         """
         if self.values is None:
             return [0]
         _, phases = self._direct_meta_for(0)
         n_ci = self.in_channels * len(phases)
-        if self._packed_pointwise:  # the packed-tile kernel: blocks sized for L1, whatever the density
-            return [0, *(k for k in _POINTWISE_BLOCKS if k < 0.75 * n_ci)]
+        packed = self._packed_candidates(batch) if batch is not None and not targets else []
+        if self._packed_pointwise:  # the packed-tile 1x1 kernel: blocks sized for L1, whatever the density
+            return [0, *(k for k in _POINTWISE_BLOCKS if k < 0.75 * n_ci), *packed]
         density = 1.0 - self.sparsity
         taps = self.kernel_size[0] * self.kernel_size[1]
-        blocks = [0]
+        blocks: list[DirectSetting] = [0]
         for target in targets or _BLOCK_NNZ_CANDIDATES:
             k = _ci_block_for(density, taps, n_ci, target)
             if k not in blocks:
@@ -750,7 +787,96 @@ class SparseConv2d(SparseInferenceLayer):
             k = max(4, _L1_BLOCK_BYTES // (4 * rows * width) // 4 * 4)
             if k < 0.75 * n_ci and k not in blocks:
                 blocks.append(k)
-        return blocks
+        return blocks + packed
+
+    def _packed_candidates(self, batch: int) -> list[tuple[int, int]]:
+        """The packed-tile kernel's settings worth timing at this batch size: none for 1x1 layers, whose own packed
+        kernel (after the polyphase split when strided) was 1.5x faster on ResNet-50's strided 1x1 layers."""
+        if self._packed_pointwise or batch < _PACKED_MIN_BATCH:
+            return []
+        out: list[tuple[int, int]] = []
+        for block, group in _PACKED_CANDIDATES:
+            block = 0 if block >= 0.75 * self.in_channels else block
+            if (block, group) not in out and self._packed_buffer_bytes(block, group, batch) <= _PACKED_MAX_BUFFER_BYTES:
+                out.append((block, group))
+        if not out:  # wide layers at a large batch: the smallest buffer
+            out.append(min(((k, g) for k, g in _PACKED_CANDIDATES),
+                           key=lambda kg: self._packed_buffer_bytes(kg[0], kg[1], batch)))
+        return out
+
+    def _packed_geometry(self) -> tuple[int, int, int, int]:
+        """(kernel rows R, column phases F, smallest and largest column shift q) of the packed-tile kernel: kernel
+        column j reads phase-image column ``ow + q`` of phase f, where ``j * dilation - padding = q * stride + f``."""
+        (kh, kw), (_, sw), (_, pw), (_, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        shifts = [(j * dw - pw) // sw for j in range(kw)]
+        return kh, sw, min(shifts), max(shifts)
+
+    def _packed_buffer_bytes(self, block: int, group: int, batch: int) -> int:
+        rows, phases, qmin, qmax = self._packed_geometry()
+        k = self.in_channels if block <= 0 else min(block, self.in_channels)
+        return 4 * k * rows * phases * _packed_row_floats(group, qmax - qmin, batch)
+
+    def _packed_meta_for(self, block: int, group: int, batch: int) -> tuple[Tensor, ...]:
+        """The packed-tile kernel's weight form: (seg (NB * Co + 1), buffer offsets, values, prow (NB + 1), prows
+        (rows, 4), channels per block KB, blocks NB), non-zeros sorted by (block, output channel, offset). The offsets
+        depend on the buffer row length, so on ``group`` and ``batch``: cached per (block, group, batch)."""
+        key = ("packed", block, group, batch)
+        cached = self._direct_meta.get(key)
+        if cached is not None:
+            return cached
+        (kh, kw), (_, sw), (_, pw), (_, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        rows_r, phases, qmin, qmax = self._packed_geometry()
+        n_ci, co = self.in_channels, self.out_channels
+        kb = n_ci if block <= 0 else min(block, n_ci)
+        nb = -(-n_ci // kb)
+        length = _packed_row_floats(group, qmax - qmin, batch)
+        out_ch = torch.repeat_interleave(torch.arange(co), (self.crow_indices[1:] - self.crow_indices[:-1]).long())
+        cols = self.col_indices.long()
+        ci, rem = cols // (kh * kw), cols % (kh * kw)
+        i, cw = rem // kw, (rem % kw) * dw - pw
+        f, q = torch.remainder(cw, sw), torch.div(cw, sw, rounding_mode="floor")
+        blk = ci // kb
+        row = ((ci % kb) * rows_r + i) * phases + f
+        off = row * length + (q - qmin) * batch
+        slot = blk * co + out_ch
+        order = torch.argsort(slot * (int(off.max()) + 1 if off.numel() else 1) + off, stable=True)
+        seg = torch.zeros(nb * co + 1, dtype=torch.int64)
+        seg[1:] = torch.cumsum(torch.bincount(slot, minlength=nb * co), 0)
+        per_block = kb * rows_r * phases
+        used = torch.unique(blk * per_block + row)  # sorted: block by block, rows ascending
+        prow = torch.zeros(nb + 1, dtype=torch.int64)
+        prow[1:] = torch.cumsum(torch.bincount(used // per_block, minlength=nb), 0)
+        local = used % per_block  # the kernel's row table: (buffer row, channel in the block, kernel row, phase)
+        prows = torch.stack([local, local // (rows_r * phases), (local // phases) % rows_r, local % phases], 1)
+        cached = (seg.to(torch.int32), off[order].to(torch.int32), self.values[order].to(torch.float32).contiguous(),
+                  prow.to(torch.int32), prows.to(torch.int32).contiguous(), kb, nb)
+        self._direct_meta[key] = cached
+        return cached
+
+    def _packed_direct(self, x: Tensor, block: int, group: int, residual: Tensor | None) -> Tensor:
+        """The packed-tile kernel on ``x`` (N, C, H, W; CHWN or not): (N, Co, Ho, Wo) seen from a CHWN buffer,
+        bias, ``residual`` and ReLU fused; strided convs gather their phases while packing."""
+        b, c, h, w = x.shape
+        ho, wo = self._out_hw(h, w)
+        co = self.out_channels
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        self.paths[b] = f"direct {kh}x{kw} packed tiles" + (
+            f" stride {sh}x{sw} (phases gathered while packing, CHWN)" if (sh, sw) != (1, 1) else " (CHWN)")
+        x4, xcs = _as_chwn(x)
+        out = _empty_chwn(co, ho, wo, b)
+        if ho <= 0 or wo <= 0:
+            return out.permute(3, 0, 1, 2)
+        seg, off, vals, prow, prows, kb, nb = self._packed_meta_for(block, group, b)
+        rows_r, phases, qmin, qmax = self._packed_geometry()
+        r4, rcs = (None, 0) if residual is None else _as_chwn(residual.expand(b, co, ho, wo))
+        native_library().fggp_sparse_conv_packed_f32(
+            x4.data_ptr(), c, h, w, b, xcs, co, ho, wo, sh, sw, self.padding[0], self.dilation[0], rows_r, phases,
+            qmin, qmax, group, nb, kb, seg.data_ptr(), off.data_ptr(), vals.data_ptr(), prow.data_ptr(),
+            prows.data_ptr(), _ptr(_float32_bias(self)), _ptr(r4), rcs, out.data_ptr(),
+            out.stride(0) if co > 1 else ho * wo * b,
+            int(self.relu) | (2 if out.numel() * 4 >= _STREAM_MIN_BYTES else 0), torch.get_num_threads(),
+        )
+        return out.permute(3, 0, 1, 2)
 
     def _phase_offsets(self, phases: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """Row and column offsets (int32) of each phase image the polyphase split builds."""
@@ -761,7 +887,7 @@ class SparseConv2d(SparseInferenceLayer):
                                       torch.tensor([p % sw for p in phases], dtype=torch.int32))
         return self._direct_meta[key]
 
-    def _direct(self, x: Tensor, block: int | None = None, residual: Tensor | None = None) -> Tensor:
+    def _direct(self, x: Tensor, block: DirectSetting | None = None, residual: Tensor | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"SparseConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
@@ -776,6 +902,8 @@ class SparseConv2d(SparseInferenceLayer):
                 block = _POINTWISE_DEFAULT_BLOCK if _POINTWISE_DEFAULT_BLOCK in self.block_candidates() else 0
             else:
                 block = self.block_candidates(_BLOCK_NNZ_DEFAULT)[-1]
+        if isinstance(block, tuple):
+            return self._packed_direct(x, *block, residual)
         meta, phases = self._direct_meta_for(block)
         if self.is_pointwise:
             # 1x1: a sparse x dense GEMM over channels, the (H*W*N) plane one row of 64-pixel tiles

@@ -37,7 +37,7 @@ MALLOC_ENV = ENV_MALLOC_TUNE
 
 _SOURCE = Path(__file__).with_name("csrc") / "sparse_conv.cpp"
 _FLAGS = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_ABI_VERSION = 12
+_ABI_VERSION = 13
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "lib": None, "reason": "not built yet", "path": None}
@@ -114,6 +114,9 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.fggp_dense_pointwise_f32.restype = None
     lib.fggp_sparse_pointwise_f32.argtypes = [p, i, i, p, p, i, i, p, q, q, p, p, q, p, q, i, i]
     lib.fggp_sparse_pointwise_f32.restype = None
+    lib.fggp_sparse_conv_packed_f32.argtypes = [p, i, i, i, i, q, i, i, i, i, i, i, i, i, i, i, i, i, i, i,
+                                                p, p, p, p, p, p, p, q, p, q, i, i]
+    lib.fggp_sparse_conv_packed_f32.restype = None
 
 
 def native_library() -> ctypes.CDLL | None:

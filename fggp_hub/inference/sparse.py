@@ -21,7 +21,16 @@ from torch import Tensor, nn
 from .errors import SparseInferenceError, SparsifyArgumentError, TrainingModeError
 from .fold import conv_relu_pairs, fold_batchnorms
 from .fuse import fuse_residual_blocks
-from .layers import MODES, ChwnGlobalAvgPool2d, ChwnMaxPool2d, SparseConv2d, SparseInferenceLayer, SparseLinear
+from .layers import (
+    MODES,
+    ChwnGlobalAvgPool2d,
+    ChwnMaxPool2d,
+    SparseConv2d,
+    SparseInferenceLayer,
+    SparseLinear,
+    format_direct_setting,
+    parse_direct_setting,
+)
 from .native import keep_freed_memory, native_status
 
 __all__ = ["sparsify_for_inference", "inference_report", "format_inference_report"]
@@ -166,7 +175,7 @@ def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
     if not layer.direct_supported(x):
         return (*dense, "sparse")
     # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
-    direct = tuple(f"direct@{k}" for k in layer.block_candidates(batch=x.shape[0]))
+    direct = tuple(f"direct@{format_direct_setting(k)}" for k in layer.block_candidates(batch=x.shape[0]))
     if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
         return (*dense, *direct)
     return (*dense, "sparse", *direct)
@@ -300,7 +309,7 @@ def sparsify_for_inference(
             timed = _time_kernels(layer, x, repeats, modes, residual)
             # one "direct" entry: the best cache-block setting (kept per batch size on the layer)
             best = {m: t for m, t in timed.items() if not m.startswith("direct@")}
-            blocks = {int(m[7:]): t for m, t in timed.items() if m.startswith("direct@")}
+            blocks = {parse_direct_setting(m[7:]): t for m, t in timed.items() if m.startswith("direct@")}
             if blocks:
                 block = min(blocks, key=blocks.get)
                 best["direct"] = blocks[block]

@@ -527,7 +527,9 @@ def test_block_candidates_add_an_l1_sized_block_for_large_inputs():
     plain = layer.block_candidates()
     l1 = layers_module._L1_BLOCK_BYTES // (4 * 3 * (64 + 2 * 64)) // 4 * 4
     assert plain[0] == 0 and l1 not in plain
-    assert layer.block_candidates(batch=64) == [*plain, l1]
+    packed = layer._packed_candidates(64)  # then the packed-tile kernel's settings (tests/inference/test_packed.py)
+    assert packed and all(isinstance(s, tuple) for s in packed)
+    assert layer.block_candidates(batch=64) == [*plain, l1, *packed]
     assert layer.block_candidates(48, batch=64) == layer.block_candidates(48)  # explicit targets: only those
 
 

@@ -288,7 +288,7 @@ void fggp_maxpool_nchw_f32(const float* x, int NC, int H, int W, int kh, int kw,
   }
 }
 
-int fggp_sparse_abi_version() { return 12; }
+int fggp_sparse_abi_version() { return 13; }
 
 }  // extern "C"
 
@@ -782,6 +782,216 @@ void fggp_sparse_pointwise_f32(const int32_t* seg, int NB, int KB, const int32_t
         pointwise_tile<false>(seg, NB, KB, ci, val, co0, co1, Co, Ci, x, xcs, p0, n, bias, res, rcs, out, ocs, flags, buf);
       } else {
         pointwise_tile<true>(seg, NB, KB, ci, val, co0, co1, Co, Ci, x, xcs, p0, n, bias, res, rcs, out, ocs, flags, buf);
+      }
+    }
+    if (flags & 2) _mm_sfence();  // this thread's streaming stores are visible before the next layer reads them
+    _mm_free(buf);
+  }
+}
+
+}  // extern "C"
+
+namespace {
+// ---------------------------------------------------------------- packed-tile direct kernel, any kernel size / stride
+// The direct kernel above reads each non-zero's input straight from its channel plane: for a 3 x 3 layer at
+// batch 64 a tile's loads walk Cb x 3 rows that are a plane (hundreds of KiB) apart, and every border tile
+// takes the masked per-tap loop. This one first copies what a group of G tiles of one output row reads, for
+// one block of input channels, into a small buffer: for each (input channel, kernel row i, column phase f) the
+// input row oh * sh + i * dil - ph, gathered at columns u * sw + f (the polyphase split of a strided conv done
+// while packing, instead of as a copy of the whole input), zeros past the image. Every non-zero then reads
+// buffer row ((ci_local * R + i) * F + f), shifted by its column shift q: one precomputed offset, no bounds
+// checks and no masks, and a strided conv needs no separate split.
+struct Packed {
+  const float* x;
+  int H, W, N;
+  int64_t xcs;
+  int Co, Ho, Wo, sh, sw, ph, dil, R, F, qmin, L;  // L: floats per buffer row
+  int NB, KB, Ci;
+  const int32_t* seg;    // (NB * Co + 1): non-zeros of block b and output channel co
+  const int32_t* off;    // (nnz,) buffer offset of each non-zero (row * L + (q - qmin) * N)
+  const float* val;      // (nnz,)
+  const int32_t* prow;   // (NB + 1): block b's used buffer rows are prows[prow[b] .. prow[b + 1])
+  const int32_t* prows;  // (rows, 4): buffer row index, its input channel in the block, kernel row i, phase f
+  const float* bias;
+  const float* res;
+  int64_t rcs;
+  float* out;
+  int64_t ocs;
+  int flags;
+};
+
+constexpr int kPkPackAhead = 4;  // buffer rows ahead whose source the packing prefetches
+
+// Buffer row pr[0] (block-local; pr: its prows entry) for output row oh, output elements from g0: phase-image
+// elements g0 + qmin * N + l, l < L, of input channel k0 + pr[1], kernel row pr[2], phase pr[3].
+static void pack_buffer_row(const Packed& c, int k0, const int32_t* pr, int oh, int64_t g0, float* dst,
+                            bool prefetch_only) {
+  const int k = k0 + pr[1], i = pr[2], f = pr[3];
+  const int ih = oh * c.sh + i * c.dil - c.ph;
+  const int64_t N = c.N, v0 = g0 + (int64_t)c.qmin * N;
+  if ((unsigned)ih >= (unsigned)c.H) {
+    if (!prefetch_only) memset(dst, 0, sizeof(float) * c.L);
+    return;
+  }
+  const float* src = c.x + (int64_t)k * c.xcs + (int64_t)ih * c.W * N;
+  if (c.sw == 1) {  // one contiguous run: input elements v0 .. v0 + L of the row (f == 0)
+    const int64_t rl = (int64_t)c.W * N;
+    const int64_t a = std::min<int64_t>(c.L, std::max<int64_t>(0, -v0)), z = std::max(a, std::min<int64_t>(c.L, rl - v0));
+    if (prefetch_only) {
+      for (int64_t l = a; l < z; l += 16) _mm_prefetch(reinterpret_cast<const char*>(src + v0 + l), _MM_HINT_T0);
+      return;
+    }
+    if (a > 0) memset(dst, 0, sizeof(float) * a);
+    int64_t l = a;
+    for (; l + 8 <= z; l += 8) _mm256_storeu_ps(dst + l, _mm256_loadu_ps(src + v0 + l));
+    for (; l < z; ++l) dst[l] = src[v0 + l];
+    if (z < c.L) memset(dst + z, 0, sizeof(float) * (c.L - z));
+    return;
+  }
+  // strided: phase-image column u is input column u * sw + f, N floats each (the first run may start inside one)
+  const int64_t u0 = v0 >= 0 ? v0 / N : -((-v0 + N - 1) / N);
+  if (N == 1) {  // batch 1: a strided gather
+    if (prefetch_only) return;
+    for (int64_t l = 0; l < c.L; ++l) {
+      const int64_t col = (u0 + l) * c.sw + f;
+      dst[l] = col >= 0 && col < c.W ? src[col] : 0.0f;
+    }
+    return;
+  }
+  int64_t l = 0, n0 = v0 - u0 * N;
+  for (int64_t col = u0 * c.sw + f; l < c.L; col += c.sw, n0 = 0) {
+    const int64_t run = std::min<int64_t>(c.L - l, N - n0);
+    float* d = dst + l;
+    if (col < 0 || col >= c.W) {
+      if (!prefetch_only) memset(d, 0, sizeof(float) * run);
+    } else if (prefetch_only) {
+      const float* s = src + col * N + n0;
+      for (int64_t t = 0; t < run; t += 16) _mm_prefetch(reinterpret_cast<const char*>(s + t), _MM_HINT_T0);
+    } else {
+      const float* s = src + col * N + n0;
+      int64_t t = 0;
+      for (; t + 8 <= run; t += 8) _mm256_storeu_ps(d + t, _mm256_loadu_ps(s + t));
+      for (; t < run; ++t) d[t] = s[t];
+    }
+    l += run;
+  }
+}
+
+// ng tiles of 64 output elements of row oh from g0 (the last one nlast elements), output channels [co0, co1).
+template <bool kMasked>
+static void packed_group(const Packed& c, int oh, int64_t g0, int ng, int nlast, int co0, int co1, float* buf) {
+  const int64_t row_len = (int64_t)c.Wo * c.N;
+  __m256i m[8];
+  for (int v = 0; v < 8; ++v) m[v] = lane_mask(0, nlast - 8 * v);
+  for (int b = 0; b < c.NB; ++b) {
+    const int32_t* rows = c.prows + 4 * (int64_t)c.prow[b];
+    const int nrows = c.prow[b + 1] - c.prow[b];
+    for (int r = 0; r < nrows; ++r) {
+      if (r + kPkPackAhead < nrows) pack_buffer_row(c, b * c.KB, rows + 4 * (r + kPkPackAhead), oh, g0, nullptr, true);
+      pack_buffer_row(c, b * c.KB, rows + 4 * r, oh, g0, buf + (int64_t)rows[4 * r] * c.L, false);
+    }
+    const bool first = b == 0, last = b == c.NB - 1;
+    const int32_t* sg = c.seg + (int64_t)b * c.Co;
+    for (int co = co0; co < co1; ++co) {
+      const int j0 = sg[co], j1 = sg[co + 1];
+      for (int g = 0; g < ng; ++g) {
+        const bool msk = kMasked && g == ng - 1;
+        float* o = c.out + (int64_t)co * c.ocs + (int64_t)oh * row_len + g0 + 64 * g;
+        const float* base = buf + 64 * g;
+        __m256 acc[8];
+        if (first) {
+          const __m256 bb = _mm256_set1_ps(c.bias ? c.bias[co] : 0.0f);
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = bb;
+        } else if (msk) {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = load8<true>(o + 8 * v, m[v]);
+        } else {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm256_loadu_ps(o + 8 * v);
+        }
+        for (int j = j0; j < j1; ++j) {
+          const float* p = base + c.off[j];
+          const __m256 w = _mm256_broadcast_ss(c.val + j);
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * v), acc[v]);
+        }
+        if (last) {
+          if (c.res) {
+            const float* r = c.res + (int64_t)co * c.rcs + (int64_t)oh * row_len + g0 + 64 * g;
+            if (msk) {
+#pragma GCC unroll 8
+              for (int v = 0; v < 8; ++v) acc[v] = _mm256_add_ps(acc[v], load8<true>(r + 8 * v, m[v]));
+            } else {
+#pragma GCC unroll 8
+              for (int v = 0; v < 8; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(r + 8 * v));
+            }
+          }
+          if (c.flags & 1) {
+#pragma GCC unroll 8
+            for (int v = 0; v < 8; ++v) acc[v] = _mm256_max_ps(acc[v], _mm256_setzero_ps());
+          }
+          if (!msk && (c.flags & 2) && (reinterpret_cast<uintptr_t>(o) & 31) == 0) {
+#pragma GCC unroll 8
+            for (int v = 0; v < 8; ++v) _mm256_stream_ps(o + 8 * v, acc[v]);
+            continue;
+          }
+        }
+        if (msk) {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) store8<true>(o + 8 * v, m[v], acc[v]);
+        } else {
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) _mm256_storeu_ps(o + 8 * v, acc[v]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// out (Co, Ho, Wo, N) = relu?(conv(x) + bias + res) with the packed-tile kernel (see Packed): x (Ci, H, W, N) with
+// channel stride xcs, conv stride (sh, sw), row padding ph and row dilation dil (column padding and dilation are in
+// the offsets), R kernel rows, F column phases (= sw), column shifts from qmin; G tiles of 64 output elements per
+// packed group; weight in NB blocks of KB input channels (seg, off, val, prow, prows: see Packed). bias, res may be
+// null; channel strides rcs, ocs; flags: bit 0 ReLU, bit 1 non-temporal stores.
+void fggp_sparse_conv_packed_f32(const float* x, int Ci, int H, int W, int N, int64_t xcs, int Co, int Ho, int Wo,
+                                 int sh, int sw, int ph, int dil, int R, int F, int qmin, int qmax, int G, int NB,
+                                 int KB, const int32_t* seg, const int32_t* off, const float* val, const int32_t* prow,
+                                 const int32_t* prows, const float* bias, const float* res, int64_t rcs, float* out,
+                                 int64_t ocs, int flags, int nthreads) {
+  if (Co <= 0 || Ho <= 0 || Wo <= 0 || N <= 0 || G <= 0) return;
+  const int64_t glen = (int64_t)G * 64;
+  const int L = (int)((glen + (int64_t)(qmax - qmin) * N + 7) / 8 * 8);
+  Packed c{x, H, W, N, xcs, Co, Ho, Wo, sh, sw, ph, dil, R, F, qmin, L, NB, KB, Ci,
+           seg, off, val, prow, prows, bias, res, rcs, out, ocs, flags};
+  const int64_t row_len = (int64_t)Wo * N;
+  const int64_t groups = (row_len + glen - 1) / glen;
+  const int64_t ntasks = groups * Ho;
+  // Few tasks (batch 1, small maps): split the output channels as well so that every core works.
+  const int64_t split = ntasks >= 4 * nthreads ? 1 : std::min<int64_t>(std::max(1, Co / 8), (4 * nthreads + ntasks - 1) / ntasks);
+  const int chunk = (int)((Co + split - 1) / split);
+  const int64_t buf_floats = (int64_t)std::max(1, std::min(KB, Ci)) * R * F * L;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    float* buf = static_cast<float*>(_mm_malloc(sizeof(float) * buf_floats, 64));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < ntasks * split; ++t) {
+      const int64_t task = t / split;
+      const int oh = (int)(task / groups);
+      const int64_t g0 = (task % groups) * glen;
+      const int64_t len = std::min(glen, row_len - g0);
+      const int ng = (int)((len + 63) / 64);
+      const int nlast = (int)(len - 64 * (ng - 1));
+      const int co0 = (int)(t % split) * chunk, co1 = std::min(Co, co0 + chunk);
+      if (co0 >= co1) continue;
+      if (nlast == 64) {
+        packed_group<false>(c, oh, g0, ng, nlast, co0, co1, buf);
+      } else {
+        packed_group<true>(c, oh, g0, ng, nlast, co0, co1, buf);
       }
     }
     if (flags & 2) _mm_sfence();  // this thread's streaming stores are visible before the next layer reads them
