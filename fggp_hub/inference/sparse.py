@@ -174,7 +174,7 @@ def _candidate_modes(layer: SparseInferenceLayer, x: Tensor) -> tuple[str, ...]:
     dense = _dense_modes(layer, x)
     if not layer.direct_supported(x):
         return (*dense, "sparse")
-    # the direct kernel with each cache-block setting worth trying ("direct@0": no blocking)
+    # the direct kernel with each setting worth trying ("direct@0": one block; "direct@K:G": packed tiles)
     direct = tuple(f"direct@{format_direct_setting(k)}" for k in layer.block_candidates(batch=x.shape[0]))
     if x.shape[0] >= _TORCH_CSR_MAX_BATCH:
         return (*dense, *direct)
