@@ -82,7 +82,11 @@ DirectSetting = int | tuple[int, int]
 def parse_direct_setting(text: str) -> DirectSetting:
     """The setting of a ``"direct@..."`` mode: ``"K"`` -> K, ``"K:G"`` -> (K, G)."""
     block, sep, group = text.partition(":")
-    return (int(block), int(group)) if sep else int(block)
+    if not sep:
+        return int(block)
+    if int(group) < 1:
+        raise ValueError(f"direct@{text}: a packed-tile setting needs at least 1 tile per group (K:G with G >= 1)")
+    return int(block), int(group)
 
 
 def format_direct_setting(setting: DirectSetting) -> str:
@@ -628,6 +632,13 @@ class SparseConv2d(SparseInferenceLayer):
                 f"SparseConv2d expects a 4-D (N, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}: "
                 "pass the activation the original conv took"
             )
+        ho, wo = self._out_hw(x.shape[2], x.shape[3])
+        if ho <= 0 or wo <= 0:
+            raise ValueError(
+                f"SparseConv2d input of {x.shape[2]}x{x.shape[3]} pixels is too small for kernel {self.kernel_size}, "
+                f"stride {self.stride}, padding {self.padding}, dilation {self.dilation} (output {ho}x{wo}): "
+                "pass a larger image"
+            )
 
     def winograd_supported(self, x: Tensor | None = None) -> bool:
         if self.kernel_size != (3, 3) or self.stride != (1, 1) or self.dilation != (1, 1):
@@ -799,10 +810,7 @@ class SparseConv2d(SparseInferenceLayer):
             block = 0 if block >= 0.75 * self.in_channels else block
             if (block, group) not in out and self._packed_buffer_bytes(block, group, batch) <= _PACKED_MAX_BUFFER_BYTES:
                 out.append((block, group))
-        if not out:  # wide layers at a large batch: the smallest buffer
-            out.append(min(((k, g) for k, g in _PACKED_CANDIDATES),
-                           key=lambda kg: self._packed_buffer_bytes(kg[0], kg[1], batch)))
-        return out
+        return out  # none at very large batches: the per-tap kernel needs no buffer
 
     def _packed_geometry(self) -> tuple[int, int, int, int]:
         """(kernel rows R, column phases F, smallest and largest column shift q) of the packed-tile kernel: kernel
@@ -830,6 +838,11 @@ class SparseConv2d(SparseInferenceLayer):
         kb = n_ci if block <= 0 else min(block, n_ci)
         nb = -(-n_ci // kb)
         length = _packed_row_floats(group, qmax - qmin, batch)
+        if kb * rows_r * phases * length >= 2**31:  # the kernel's int32 offsets into its buffer
+            raise ValueError(
+                f"packed-tile setting {block}:{group} at batch {batch} needs a buffer of {kb * rows_r * phases * length} "
+                "floats (over 2**31): use fewer input channels per block or tiles per group"
+            )
         out_ch = torch.repeat_interleave(torch.arange(co), (self.crow_indices[1:] - self.crow_indices[:-1]).long())
         cols = self.col_indices.long()
         ci, rem = cols // (kh * kw), cols % (kh * kw)
@@ -856,6 +869,8 @@ class SparseConv2d(SparseInferenceLayer):
     def _packed_direct(self, x: Tensor, block: int, group: int, residual: Tensor | None) -> Tensor:
         """The packed-tile kernel on ``x`` (N, C, H, W; CHWN or not): (N, Co, Ho, Wo) seen from a CHWN buffer,
         bias, ``residual`` and ReLU fused; strided convs gather their phases while packing."""
+        if group < 1:
+            raise ValueError(f"packed-tile setting {block}:{group}: at least 1 tile per group")
         b, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
         co = self.out_channels
@@ -863,19 +878,21 @@ class SparseConv2d(SparseInferenceLayer):
         self.paths[b] = f"direct {kh}x{kw} packed tiles" + (
             f" stride {sh}x{sw} (phases gathered while packing, CHWN)" if (sh, sw) != (1, 1) else " (CHWN)")
         x4, xcs = _as_chwn(x)
-        out = _empty_chwn(co, ho, wo, b)
-        if ho <= 0 or wo <= 0:
-            return out.permute(3, 0, 1, 2)
+        out = _empty_chwn(co, ho, wo, b)  # ho, wo >= 1: _check_input refused smaller inputs
         seg, off, vals, prow, prows, kb, nb = self._packed_meta_for(block, group, b)
         rows_r, phases, qmin, qmax = self._packed_geometry()
         r4, rcs = (None, 0) if residual is None else _as_chwn(residual.expand(b, co, ho, wo))
-        native_library().fggp_sparse_conv_packed_f32(
+        status = native_library().fggp_sparse_conv_packed_f32(
             x4.data_ptr(), c, h, w, b, xcs, co, ho, wo, sh, sw, self.padding[0], self.dilation[0], rows_r, phases,
             qmin, qmax, group, nb, kb, seg.data_ptr(), off.data_ptr(), vals.data_ptr(), prow.data_ptr(),
             prows.data_ptr(), _ptr(_float32_bias(self)), _ptr(r4), rcs, out.data_ptr(),
             out.stride(0) if co > 1 else ho * wo * b,
             int(self.relu) | (2 if out.numel() * 4 >= _STREAM_MIN_BYTES else 0), torch.get_num_threads(),
         )
+        if status != 0:
+            size = self._packed_buffer_bytes(block, group, b)
+            raise MemoryError(f"the packed-tile kernel could not allocate its {size}-byte buffer per thread for setting "
+                              f"{block}:{group}: use a smaller block or group")
         return out.permute(3, 0, 1, 2)
 
     def _phase_offsets(self, phases: tuple[int, ...]) -> tuple[Tensor, Tensor]:

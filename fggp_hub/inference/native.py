@@ -116,7 +116,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.fggp_sparse_pointwise_f32.restype = None
     lib.fggp_sparse_conv_packed_f32.argtypes = [p, i, i, i, i, q, i, i, i, i, i, i, i, i, i, i, i, i, i, i,
                                                 p, p, p, p, p, p, p, q, p, q, i, i]
-    lib.fggp_sparse_conv_packed_f32.restype = None
+    lib.fggp_sparse_conv_packed_f32.restype = ctypes.c_int
 
 
 def native_library() -> ctypes.CDLL | None:

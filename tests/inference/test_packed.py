@@ -160,7 +160,7 @@ def test_candidates_cover_kxk_layers_at_batch_8_and_up_only():
     assert layer.block_candidates(batch=64)[-3:] == packed
     assert layer._packed_candidates(1) == [] and not any(isinstance(s, tuple) for s in layer.block_candidates(batch=1))
     assert layer._packed_buffer_bytes(32, 4, 1024) > layers_module._PACKED_MAX_BUFFER_BYTES
-    assert layer._packed_candidates(1024) == [(32, 4)]  # every buffer too large: the smallest one
+    assert layer._packed_candidates(1024) == []  # every buffer too large: the per-tap kernel only
     for stride in (1, 2):  # 1x1 layers run their own packed kernel
         _, pointwise = _layer(64, 16, 1, stride=stride)
         assert pointwise._packed_candidates(64) == []
@@ -209,3 +209,50 @@ def test_a_tuned_model_runs_the_packed_setting_it_is_given_and_reports_it():
     packed = [name for name, lay in report["layers"].items() if "packed tiles" in lay["paths"].get(16, "")]
     assert {"3", "6"} <= set(packed)  # the stem ("0") runs whatever the tuner chose
     assert "stride 2x2 (phases gathered while packing" in report["layers"]["3"]["paths"][16]
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "direct", "direct@8", "direct@0:2", "winograd"])
+def test_inputs_too_small_for_the_kernel_are_refused_in_every_mode(mode):
+    _, layer = _layer(4, 4, 3)  # no padding: a 2-pixel side gives no output
+    for shape in [(2, 4, 2, 8), (2, 4, 8, 2), (1, 4, 0, 5)]:
+        with torch.inference_mode(), pytest.raises(ValueError, match=r"too small for kernel \(3, 3\).*pass a larger"):
+            layer.run(torch.randn(*shape), mode)
+
+
+def test_bad_packed_settings_are_refused():
+    _, layer = _layer(8, 4, 3, padding=1)
+    x = torch.randn(2, 8, 5, 5)
+    for mode in ("direct@0:0", "direct@16:-1"):
+        with torch.inference_mode(), pytest.raises(ValueError, match="at least 1 tile per group"):
+            layer.run(x, mode)
+    with pytest.raises(ValueError, match="at least 1 tile per group"):
+        layer._direct(x, (0, 0))
+    _, wide = _layer(4096, 1, 7, padding=3, sparsity=0.999)  # 4096 x 7 rows x (8*64 + 6*16384) floats
+    with pytest.raises(ValueError, match=r"over 2\*\*31\): use fewer input channels per block or tiles per group"):
+        wide._packed_meta_for(0, 8, 16384)
+
+
+def test_the_native_kernel_reports_a_failure_and_the_layer_raises_it(monkeypatch):
+    """The kernel returns -1 when it cannot run (no buffer); the layer turns that into a MemoryError."""
+    from fggp_hub.inference.native import native_library
+
+    conv, layer = _layer(8, 4, 3, padding=1)
+    x = torch.randn(2, 8, 5, 5)
+    x4, xcs = layers_module._as_chwn(x)
+    seg, off, vals, prow, prows, kb, nb = layer._packed_meta_for(0, 1, 2)
+    out = torch.empty(4, 5, 5, 2)  # (Co, Ho, Wo, N), channel stride 50
+    lib = native_library()
+    args = [x4.data_ptr(), 8, 5, 5, 2, xcs, 4, 5, 5, 1, 1, 1, 1, 3, 1, -1, 1, 1, nb, kb, seg.data_ptr(), off.data_ptr(),
+            vals.data_ptr(), prow.data_ptr(), prows.data_ptr(), layer.bias.data_ptr(), None, 0, out.data_ptr(), 50, 0, 1]
+    assert lib.fggp_sparse_conv_packed_f32(*args) == 0
+    assert_close_rel(out.permute(3, 0, 1, 2), conv(x), REL)
+    args[17] = 0  # G = 0: refused
+    assert lib.fggp_sparse_conv_packed_f32(*args) == -1
+
+    class Failing:
+        def __getattr__(self, name):
+            return (lambda *a: -1) if name == "fggp_sparse_conv_packed_f32" else getattr(lib, name)
+
+    monkeypatch.setattr(layers_module, "native_library", lambda: Failing())
+    with torch.inference_mode(), pytest.raises(MemoryError, match="could not allocate its .*-byte buffer per thread"):
+        layer.run(x, "direct@0:1")

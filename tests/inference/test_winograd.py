@@ -76,8 +76,8 @@ def test_winograd_error_stays_small_on_wide_layers():
         _assert_close(layer.run(x, "winograd"), conv(x))
 
 
-def test_winograd_leaves_empty_batches_and_too_small_inputs_to_dense():
-    """Batch 0 gives an empty result and an input smaller than the kernel raises F.conv2d's error, as dense."""
+def test_winograd_leaves_empty_batches_to_dense_and_refuses_too_small_inputs():
+    """Batch 0 gives an empty result (dense); an input smaller than the kernel is refused with one ValueError."""
     conv, layer = _layer(4, 4, 1, relu=False, seed=2)
     empty = torch.randn(0, 4, 8, 8)
     assert not layer.winograd_supported(empty)
@@ -88,7 +88,7 @@ def test_winograd_leaves_empty_batches_and_too_small_inputs_to_dense():
     for shape in [(2, 4, 2, 8), (2, 4, 8, 2)]:
         x = torch.randn(*shape)
         assert not layer.winograd_supported(x)
-        with torch.inference_mode(), pytest.raises(RuntimeError):
+        with torch.inference_mode(), pytest.raises(ValueError, match="too small for kernel"):
             layer.run(x, "winograd")
 
 

@@ -957,13 +957,15 @@ extern "C" {
 // channel stride xcs, conv stride (sh, sw), row padding ph and row dilation dil (column padding and dilation are in
 // the offsets), R kernel rows, F column phases (= sw), column shifts from qmin; G tiles of 64 output elements per
 // packed group; weight in NB blocks of KB input channels (seg, off, val, prow, prows: see Packed). bias, res may be
-// null; channel strides rcs, ocs; flags: bit 0 ReLU, bit 1 non-temporal stores.
-void fggp_sparse_conv_packed_f32(const float* x, int Ci, int H, int W, int N, int64_t xcs, int Co, int Ho, int Wo,
+// null; channel strides rcs, ocs; flags: bit 0 ReLU, bit 1 non-temporal stores. Returns 0, or -1 when a thread's
+// packing buffer could not be allocated (the output is then incomplete).
+int fggp_sparse_conv_packed_f32(const float* x, int Ci, int H, int W, int N, int64_t xcs, int Co, int Ho, int Wo,
                                  int sh, int sw, int ph, int dil, int R, int F, int qmin, int qmax, int G, int NB,
                                  int KB, const int32_t* seg, const int32_t* off, const float* val, const int32_t* prow,
                                  const int32_t* prows, const float* bias, const float* res, int64_t rcs, float* out,
                                  int64_t ocs, int flags, int nthreads) {
-  if (Co <= 0 || Ho <= 0 || Wo <= 0 || N <= 0 || G <= 0) return;
+  if (Co <= 0 || Ho <= 0 || Wo <= 0 || N <= 0) return 0;
+  if (G <= 0) return -1;
   const int64_t glen = (int64_t)G * 64;
   const int L = (int)((glen + (int64_t)(qmax - qmin) * N + 7) / 8 * 8);
   Packed c{x, H, W, N, xcs, Co, Ho, Wo, sh, sw, ph, dil, R, F, qmin, L, NB, KB, Ci,
@@ -975,11 +977,17 @@ void fggp_sparse_conv_packed_f32(const float* x, int Ci, int H, int W, int N, in
   const int64_t split = ntasks >= 4 * nthreads ? 1 : std::min<int64_t>(std::max(1, Co / 8), (4 * nthreads + ntasks - 1) / ntasks);
   const int chunk = (int)((Co + split - 1) / split);
   const int64_t buf_floats = (int64_t)std::max(1, std::min(KB, Ci)) * R * F * L;
+  int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
     float* buf = static_cast<float*>(_mm_malloc(sizeof(float) * buf_floats, 64));
+    if (buf == nullptr) {
+#pragma omp atomic write
+      failed = 1;
+    }
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < ntasks * split; ++t) {
+      if (buf == nullptr) continue;
       const int64_t task = t / split;
       const int oh = (int)(task / groups);
       const int64_t g0 = (task % groups) * glen;
@@ -995,8 +1003,9 @@ void fggp_sparse_conv_packed_f32(const float* x, int Ci, int H, int W, int N, in
       }
     }
     if (flags & 2) _mm_sfence();  // this thread's streaming stores are visible before the next layer reads them
-    _mm_free(buf);
+    if (buf != nullptr) _mm_free(buf);
   }
+  return failed ? -1 : 0;
 }
 
 }  // extern "C"
