@@ -372,16 +372,19 @@ def format_inference_report(report: dict[str, Any]) -> str:
         rows = [f"native direct kernel: in use where chosen ({native.get('library')})"]
     else:
         rows = [f"native direct kernel: unavailable ({native.get('reason', 'unknown')}); torch kernels only"]
-    rows.append(f"{'layer':<28}{'matrix':>12}{'sparsity':>10}" + "".join(f"{f'b{b} kernel, ms/dense ms':>30}" for b in sizes))
+    rows.append(f"{'layer':<28}{'matrix':>12}{'sparsity':>10}" + "".join(f"{f'b{b} kernel, ms/dense ms':>36}" for b in sizes))
     for name, lay in report["layers"].items():
         cells = []
         for b in sizes:
             mode = lay["decisions"].get(b, lay["default_mode"])
             t = lay["timings_s"].get(b)
             timing = f"{t[mode] * 1e3:8.3f}/{t['dense'] * 1e3:8.3f}" if t and mode in t else f"{'':>17}"
-            cells.append(f"{mode + ('+relu' if lay.get('relu_fused') else ''):>12} {timing}")
+            setting = lay.get("direct_ci_blocks", {}).get(b) if mode == "direct" else None
+            if setting is not None:  # the tuned setting: "direct@K" (per-tap kernel) or "direct@K:G" (packed tiles)
+                mode += "@" + format_direct_setting(tuple(setting) if isinstance(setting, list) else setting)
+            cells.append(f"{mode + ('+relu' if lay.get('relu_fused') else ''):>18} {timing}")
         shape = "x".join(str(s) for s in lay["matrix_shape"])
-        rows.append(f"{name:<28}{shape:>12}{lay['sparsity']:>10.4f}" + "".join(f"{c:>30}" for c in cells))
+        rows.append(f"{name:<28}{shape:>12}{lay['sparsity']:>10.4f}" + "".join(f"{c:>36}" for c in cells))
     if report.get("skipped_layers"):
         rows.append("skipped: " + "; ".join(f"{n} ({r})" for n, r in report["skipped_layers"].items()))
     return "\n".join(rows)

@@ -16,7 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from fggp_hub.inference import SparseConv2d, inference_report, native_status, sparsify_for_inference
+from fggp_hub.inference import (
+    SparseConv2d,
+    format_inference_report,
+    inference_report,
+    native_status,
+    sparsify_for_inference,
+)
 from fggp_hub.inference import layers as layers_module
 from fggp_hub.inference import sparse as sparse_module
 
@@ -209,6 +215,8 @@ def test_a_tuned_model_runs_the_packed_setting_it_is_given_and_reports_it():
     packed = [name for name, lay in report["layers"].items() if "packed tiles" in lay["paths"].get(16, "")]
     assert {"3", "6"} <= set(packed)  # the stem ("0") runs whatever the tuner chose
     assert "stride 2x2 (phases gathered while packing" in report["layers"]["3"]["paths"][16]
+    assert report["layers"]["3"]["direct_ci_blocks"][16] == (16, 2)
+    assert "direct@16:2+relu" in format_inference_report(report)  # the text table names the setting
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "direct", "direct@8", "direct@0:2", "winograd"])
