@@ -43,14 +43,6 @@ def _layer(c_in: int, c_out: int, relu: bool, seed: int, bias: bool = True) -> t
     return conv, layer
 
 
-@pytest.fixture(params=[False, True], ids=["stores", "streaming-stores"])
-def streaming(request, monkeypatch):
-    """Also run every case with the non-temporal stores that outputs of >= 24 MiB get."""
-    if request.param:
-        monkeypatch.setattr(layers_module, "_STREAM_MIN_BYTES", 0)
-    return request.param
-
-
 @pytest.mark.parametrize("c_in, c_out", [(1, 1), (5, 7), (16, 6), (13, 13), (24, 64)])
 @pytest.mark.parametrize("batch, hw", [(1, (1, 1)), (1, (5, 7)), (3, (5, 5)), (2, (9, 9)), (16, (4, 4)), (1, (16, 24))])
 def test_gemm_matches_conv2d(c_in, c_out, batch, hw, streaming):

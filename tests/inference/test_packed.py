@@ -46,13 +46,6 @@ def _layer(c_in: int, c_out: int, kernel, stride=1, padding=0, dilation=1, spars
     return conv, layer
 
 
-@pytest.fixture(params=[False, True], ids=["stores", "streaming-stores"])
-def streaming(request, monkeypatch):
-    if request.param:
-        monkeypatch.setattr(layers_module, "_STREAM_MIN_BYTES", 0)
-    return request.param
-
-
 GEOMETRIES = [
     # kernel, stride, padding, dilation, c_in, c_out, batch, (h, w)
     (3, 1, 1, 1, 20, 16, 64, (6, 5)),         # batch 64: a tile is one pixel

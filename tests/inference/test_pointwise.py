@@ -40,13 +40,6 @@ def _layer(c_in: int, c_out: int, sparsity: float, seed: int, bias: bool = True)
     return conv, layer
 
 
-@pytest.fixture(params=[False, True], ids=["stores", "streaming-stores"])
-def streaming(request, monkeypatch):
-    if request.param:
-        monkeypatch.setattr(layers_module, "_STREAM_MIN_BYTES", 0)
-    return request.param
-
-
 @pytest.mark.parametrize("block", [0, 16, 64, 128, 256])
 @pytest.mark.parametrize("c_in, c_out, batch, hw", [
     (300, 40, 4, (8, 8)),     # 256 pixels: whole tiles; 300 channels: a short last block
